@@ -1,0 +1,100 @@
+"""The library API: an engine in your own process, no server.
+
+    from chorus import TTS
+
+    with TTS() as tts:                       # the bundled CPU voice; TTS.from_config("chorus.yaml") for yours
+        for chunk in tts.stream("Hello there. How are you?"):
+            play(chunk.audio, chunk.sample_rate)  # float32 mono, as soon as each chunk is ready
+        audio = tts.synthesize("Or all at once.")
+
+Many threads may call ``stream``/``synthesize`` at once: their requests share the engine's batch.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from chorus.config import Settings, load_settings
+from chorus.engine.builder import build_engine
+from chorus.engine.client import new_request_id
+from chorus.engine.request import Request, RequestOutput
+from chorus.errors import InvalidRequestError
+from chorus.models.base import SpeechInput, SynthesisParams, VoiceInfo
+from chorus.voices.catalog import VoiceCatalog
+
+
+class TTS:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.engine = build_engine(self.settings)
+        self.voices = VoiceCatalog(self.engine.backend.voices())
+        self.engine.start()
+
+    @classmethod
+    def from_config(cls, path: str | Path) -> TTS:
+        return cls(load_settings(path))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.engine.backend.sample_rate
+
+    def list_voices(self) -> list[VoiceInfo]:
+        return self.voices.list()
+
+    def stream(
+        self, text: str, voice: str | None = None, *, priority: int = 0, **params: Any
+    ) -> Iterator[RequestOutput]:
+        """Yield audio chunks as the engine produces them; raises the request's typed error on failure.
+
+        ``params`` are :class:`SynthesisParams` fields (speed, noise_scale, seed, ...).
+        """
+        try:
+            synthesis = SynthesisParams(**params)
+        except TypeError as e:
+            raise InvalidRequestError(str(e)) from e
+        inp = SpeechInput(new_request_id(), text, self.voices.resolve(voice).voice_id, synthesis)
+        try:
+            prepared = self.engine.backend.preprocess(inp)
+        except ValueError as e:
+            raise InvalidRequestError(str(e), param="input") from e
+        outputs: queue.Queue[RequestOutput] = queue.Queue()
+        self.engine.add_request(
+            Request(
+                inp, outputs.put, prepared=prepared, priority=priority, timeout_s=self.settings.server.request_timeout_s
+            )
+        )
+        finished = False
+        try:
+            while True:
+                out = outputs.get()
+                if out.is_finished:
+                    finished = True
+                    if out.error is not None:
+                        raise out.error
+                    return
+                yield out
+        finally:
+            if not finished:  # the caller stopped iterating early
+                self.engine.abort(inp.request_id)
+
+    def synthesize(self, text: str, voice: str | None = None, **params: Any) -> np.ndarray:
+        """The whole audio of ``text`` as float32 mono at ``sample_rate``."""
+        chunks = [out.audio for out in self.stream(text, voice, priority=0, **params)]
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+    def close(self) -> None:
+        self.engine.shutdown()
+
+    def __enter__(self) -> TTS:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

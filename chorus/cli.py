@@ -1,0 +1,146 @@
+"""``chorus serve | say | voices | bench``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import wave
+from pathlib import Path
+
+from chorus import __version__
+from chorus.config import Settings, load_settings
+from chorus.errors import ChorusError, ConfigError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "server__host": getattr(args, "host", None),
+        "server__port": getattr(args, "port", None),
+        "worker__max_slots": getattr(args, "max_slots", None),
+        "worker__mode": getattr(args, "mode", None),
+    }
+    return load_settings(args.config, **overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from chorus.models.registry import build_backend
+    from chorus.server.app import create_app
+
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Load the model before the server binds its port: a bad model setting fails here, in one line.
+    app = create_app(settings, backend=build_backend(settings))
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from chorus.api import TTS
+    from chorus.audio.encode import RESPONSE_FORMATS, make_encoder
+
+    settings = _settings(args)
+    out = Path(args.output)
+    fmt = args.format or (out.suffix.lstrip(".").lower() or "wav")
+    if fmt == "ogg":
+        fmt = "opus"
+    if fmt not in RESPONSE_FORMATS:
+        raise ChorusError(f"cannot write {fmt!r}; use one of {', '.join(RESPONSE_FORMATS)}")
+    with TTS(settings) as tts:
+        audio = tts.synthesize(args.text, args.voice, speed=args.speed)
+        rate = tts.sample_rate
+    if fmt == "wav":
+        with wave.open(str(out), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes((np.clip(audio, -1, 1) * 32767).round().astype("<i2").tobytes())
+    else:
+        encoder = make_encoder(fmt, rate)
+        out.write_bytes(encoder.encode(audio) + encoder.finish())
+    print(f"wrote {out} ({audio.size / rate:.2f} s, {rate} Hz, {fmt})")
+    return 0
+
+
+def cmd_voices(args: argparse.Namespace) -> int:
+    from chorus.models.registry import build_backend
+
+    backend = build_backend(_settings(args))
+    try:
+        for v in backend.voices():
+            print(f"{v.voice_id}\t{v.language}\t{v.description}")
+    finally:
+        backend.close()
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from chorus.bench.main import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chorus", description="Continuous-batching text-to-speech server")
+    parser.add_argument("--version", action="version", version=f"chorus {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", help="YAML config file (CHORUS_* env vars override it)")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="run the HTTP server"))
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--max-slots", type=int)
+    serve.add_argument("--mode", choices=["continuous", "static"])
+    serve.set_defaults(func=cmd_serve)
+
+    say = with_config(sub.add_parser("say", help="synthesise text to a file, no server"))
+    say.add_argument("text")
+    say.add_argument("-o", "--output", default="out.wav", help="output file; its extension picks the format")
+    say.add_argument("--voice")
+    say.add_argument("--speed", type=float, default=1.0)
+    say.add_argument("--format", help="mp3|opus|aac|flac|wav|pcm (default: from the file extension)")
+    say.set_defaults(func=cmd_say)
+
+    voices = with_config(sub.add_parser("voices", help="list the voices"))
+    voices.set_defaults(func=cmd_voices)
+
+    from chorus.bench.main import add_bench_arguments
+
+    bench = sub.add_parser("bench", help="load-test chorus against baselines over real HTTP")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as e:
+        print(f"chorus: config error: {e.message}", file=sys.stderr)
+        return 2
+    except ChorusError as e:
+        print(f"chorus: {e.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Settings: one object, read from a YAML file and ``CHORUS_*`` environment variables, passed down.
+
+Environment variables override the file; nested keys use ``__`` (``CHORUS_WORKER__MAX_SLOTS=32``).
+The keys of vTTS's config (``model.name``, ``model.device``, ``model.local_path``,
+``worker.emit_every_frames``, ``worker.max_slots``, ``worker.max_frames``) are accepted as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from chorus.errors import ConfigError
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "chorus"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    # "piper" = the bundled CPU voice (default); a path to another Piper .onnx goes in local_path.
+    name: str = "piper"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    local_path: Path | None = None
+    # CPU workers running the model's slots in parallel; None = one per core.
+    num_workers: int | None = Field(default=None, ge=1, le=256)
+
+
+class WorkerConfig(_Section):
+    # Frames per emitted chunk once a stream runs (Piper: 11.6 ms latent frames; Qwen3: 80 ms codec frames).
+    # None = the backend's default.
+    emit_every_frames: int | None = Field(default=None, ge=1, le=10_000)
+    # Frames in a stream's first chunk: small, for fast first audio. None = the backend's default.
+    first_emit_frames: int | None = Field(default=None, ge=1, le=10_000)
+    # Requests holding a slot at once. None = the backend's default (CPU Piper: 64; GPU AR models: 16).
+    max_slots: int | None = Field(default=None, ge=1, le=4096)
+    # Hard cap on generated frames per request for autoregressive backends (runaway guard).
+    max_frames: int = Field(default=3600, ge=1)
+    # continuous: requests join and leave at every step. static: a batch starts and finishes together.
+    mode: Literal["continuous", "static"] = "continuous"
+    # Compute budget of one step, in milliseconds per worker, on backends whose cost grows with the batch.
+    step_budget_ms: float = Field(default=60.0, gt=0, le=10_000)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # Waiting requests beyond this are refused with 429 + Retry-After.
+    queue_limit: int = Field(default=256, ge=0)
+    # Wall-clock budget of one request from arrival to its last chunk, queueing included.
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    max_input_chars: int = Field(default=4096, ge=1, le=100_000)
+    # Output sample rate of every response format (OpenAI's pcm is 24 kHz s16le mono).
+    output_sample_rate: int = Field(default=24_000, ge=8000, le=48_000)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    """Everything chorus reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHORUS_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    data_dir: Path = Field(default_factory=default_data_dir)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, so CHORUS_* overrides what the YAML file (passed as init values) says.
+        return env_settings, init_settings
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{key}: {first['msg']}{shown}"
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from ``path`` (YAML) and the environment; raise ConfigError naming the bad key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(loaded).__name__}")
+        data = loaded
+    try:
+        settings = Settings(**data)
+        # Command-line flags (``section__key=value``) beat both the file and the environment.
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, _, key = dotted.partition("__")
+            current = getattr(settings, section)
+            updated = type(current).model_validate({**current.model_dump(), key: value})
+            settings = settings.model_copy(update={section: updated})
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from e
+    return settings

@@ -1,0 +1,24 @@
+"""Settings → a ready engine (backend loaded, loop not started)."""
+
+from __future__ import annotations
+
+from chorus.config import Settings
+from chorus.engine.engine import Engine, EngineConfig
+from chorus.models.base import Backend
+from chorus.models.registry import build_backend
+
+
+def engine_config(settings: Settings, backend: Backend) -> EngineConfig:
+    worker = settings.worker
+    return EngineConfig(
+        max_slots=worker.max_slots or backend.default_max_slots,
+        queue_limit=settings.server.queue_limit,
+        mode=worker.mode,
+        step_budget_s=worker.step_budget_ms / 1000.0,
+        max_frames=worker.max_frames,
+    )
+
+
+def build_engine(settings: Settings, backend: Backend | None = None) -> Engine:
+    backend = backend or build_backend(settings)
+    return Engine(backend, engine_config(settings, backend))

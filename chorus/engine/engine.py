@@ -1,0 +1,304 @@
+"""The synchronous engine: schedule → one batched backend call → update, in a thread of its own.
+
+Nothing here knows asyncio. Other threads talk to the engine through ``add_request``, ``abort`` and
+``status`` (all thread-safe); outputs leave through each request's sink, called from the engine thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from chorus.audio.crossfade import Crossfader
+from chorus.engine.metrics import EngineMetrics
+from chorus.engine.request import Request, RequestOutput, RequestStatus
+from chorus.engine.scheduler import Scheduler, SchedulerConfig
+from chorus.errors import (
+    ChorusError,
+    EngineDeadError,
+    InvalidRequestError,
+    QueueFullError,
+    RequestAbortedError,
+    RequestTimeoutError,
+    SynthesisError,
+)
+from chorus.models.base import Backend, PhonemeAlignment, StepOutput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    max_slots: int
+    queue_limit: int = 256
+    mode: Literal["continuous", "static"] = "continuous"
+    step_budget_s: float | None = 0.06
+    max_frames: int | None = None  # autoregressive backends only
+    crossfade_s: float = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What a caller may learn about its request while it waits or runs."""
+
+    request_id: str
+    status: str
+    queue_position: int | None  # 0 = next to be admitted; None once running or finished
+    eta_s: float | None  # estimated seconds until it gets a slot
+
+
+class Engine:
+    def __init__(self, backend: Backend, config: EngineConfig) -> None:
+        self.backend = backend
+        self.config = config
+        budget = config.step_budget_s if backend.is_compute_bound else None
+        sched = SchedulerConfig(config.max_slots, config.mode, budget, backend.num_workers)
+        self.scheduler = Scheduler(sched, backend.estimate_cost, backend.sample_rate)
+        self.metrics = EngineMetrics()
+        self._overlap = round(config.crossfade_s * backend.sample_rate)
+        self._cond = threading.Condition()
+        self._inbox: deque[Request] = deque()
+        self._aborts: deque[tuple[str, ChorusError]] = deque()
+        self._by_id: dict[str, Request] = {}
+        self._sequence = 0
+        self._dead: EngineDeadError | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- thread-safe API ---------------------------------------------------------------------------
+
+    def add_request(self, req: Request) -> None:
+        """Queue a request (returns at once). Raises QueueFullError or EngineDeadError."""
+        with self._cond:
+            if self._dead is not None:
+                raise self._dead
+            if self._stopping:
+                raise EngineDeadError("the engine is shutting down")
+            if req.request_id in self._by_id:
+                raise InvalidRequestError(f"request id {req.request_id!r} is already in use", param="request_id")
+            if len(self._inbox) + self.scheduler.num_waiting >= self.config.queue_limit:
+                raise QueueFullError("the waiting queue is full", retry_after_s=self.retry_after_s())
+            self._sequence += 1
+            req.sequence = self._sequence
+            req.crossfader = Crossfader(self._overlap)
+            if req.max_frames is None and self.backend.is_autoregressive:
+                req.max_frames = self.config.max_frames
+            self._by_id[req.request_id] = req
+            self._inbox.append(req)
+            self._cond.notify()
+
+    def abort(self, request_id: str, error: ChorusError | None = None) -> None:
+        with self._cond:
+            self._aborts.append((request_id, error or RequestAbortedError("request aborted")))
+            self._cond.notify()
+
+    def status(self, request_id: str) -> RequestInfo | None:
+        with self._cond:
+            req = self._by_id.get(request_id)
+            if req is None:
+                return None
+            if req.status != RequestStatus.WAITING:
+                return RequestInfo(request_id, req.status.name.lower(), None, None)
+            order = self.scheduler.waiting() + list(self._inbox)
+            position = next((i for i, r in enumerate(order) if r is req), len(order))
+        return RequestInfo(request_id, "waiting", position, self._eta(position))
+
+    def is_alive(self) -> bool:
+        return self._dead is None and self._thread is not None and self._thread.is_alive()
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._inbox) + self.scheduler.num_waiting
+
+    @property
+    def num_running(self) -> int:
+        return len(self.scheduler.running)
+
+    # -- loop ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="chorus-engine", daemon=True)
+        self._thread.start()
+
+    def shutdown(self, drain_timeout_s: float = 0.0) -> None:
+        """Stop taking requests, let running ones finish for up to drain_timeout_s, abort the rest."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        deadline = time.monotonic() + drain_timeout_s
+        while self.has_work() and time.monotonic() < deadline and self.is_alive():
+            time.sleep(0.02)
+        with self._cond:
+            for req in list(self._by_id.values()):
+                self._aborts.append((req.request_id, EngineDeadError("the server is shutting down")))
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.backend.close()
+
+    def has_work(self) -> bool:
+        return bool(self._inbox or self._aborts or self.scheduler.num_waiting or self.scheduler.running)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self.has_work() and not self._stopping:
+                    self._cond.wait(timeout=0.5)
+                if self._stopping and not self.has_work():
+                    return
+            try:
+                self.step()
+            except Exception as e:
+                self._die(e)
+                return
+
+    def step(self) -> int:
+        """One engine iteration; returns how many slots it advanced."""
+        now = time.monotonic()
+        self._drain()
+        for req in self.scheduler.all_requests():
+            if req.is_expired(now):
+                self._finish(
+                    req,
+                    RequestStatus.FINISHED_TIMEOUT,
+                    RequestTimeoutError(f"request took longer than {req.timeout_s:g} s"),
+                )
+        admitted = self.scheduler.admit()
+        if admitted:
+            self._prefill(admitted)
+        batch = self.scheduler.pick()
+        if not batch:
+            return 0
+        t0 = time.perf_counter()
+        outputs = self.backend.step([r.slot for r in batch if r.slot is not None])
+        duration = time.perf_counter() - t0
+        if len(outputs) != len(batch):
+            raise RuntimeError(f"backend returned {len(outputs)} outputs for {len(batch)} slots")
+        samples = 0
+        for req, out in zip(batch, outputs, strict=True):
+            samples += self._update(req, out)
+        self.metrics.observe_step(duration, len(batch), samples / self.backend.sample_rate)
+        return len(batch)
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        with self._cond:
+            incoming = list(self._inbox)
+            self._inbox.clear()
+            aborts = list(self._aborts)
+            self._aborts.clear()
+        for req in incoming:
+            self.scheduler.add(req)
+        for request_id, error in aborts:
+            target = self._by_id.get(request_id)
+            if target is not None:
+                status = (
+                    RequestStatus.FINISHED_ABORTED
+                    if isinstance(error, RequestAbortedError)
+                    else RequestStatus.FINISHED_ERROR
+                )
+                self._finish(target, status, error)
+
+    def _prefill(self, admitted: list[Request]) -> None:
+        try:
+            slots = self.backend.prefill([(r.input, r.prepared) for r in admitted])
+        except Exception:
+            # Isolate the bad request: prefill one by one.
+            for req in admitted:
+                try:
+                    (req.slot,) = self.backend.prefill([(req.input, req.prepared)])
+                except Exception as e:
+                    self._finish(req, RequestStatus.FINISHED_ERROR, InvalidRequestError(str(e)))
+            return
+        for req, slot in zip(admitted, slots, strict=True):
+            req.slot = slot
+
+    def _update(self, req: Request, out: StepOutput) -> int:
+        if out.error is not None:
+            log.warning("request %s failed in the backend: %r", req.request_id, out.error)
+            self._finish(req, RequestStatus.FINISHED_ERROR, SynthesisError(f"synthesis failed: {out.error}"))
+            return 0
+        crossfader = req.crossfader or Crossfader(0)
+        # Where this output's first raw sample lands in the stream: its head overlaps the held-back tail.
+        offset = req.num_samples_sent + crossfader.pending - min(crossfader.pending, out.audio.size)
+        audio = crossfader.push(out.audio, is_segment_end=out.is_segment_end)
+        req.num_frames += out.num_frames
+        hit_cap = req.max_frames is not None and req.num_frames >= req.max_frames and not out.is_finished
+        finished = out.is_finished or hit_cap
+        if finished:
+            audio = np.concatenate([audio, crossfader.flush()])
+        alignments = tuple(replace(a, start_sample=a.start_sample + offset) for a in out.alignments)
+        if audio.size and req.first_audio_time is None:
+            req.first_audio_time = time.monotonic()
+            self.metrics.observe_first_audio(req.first_audio_time - req.arrival_time)
+        req.num_samples_sent += audio.size
+        if audio.size or alignments:
+            req.sink(self._output(req, audio, alignments))
+        if finished:
+            self._finish(req, RequestStatus.FINISHED_STOPPED, None)
+        return int(audio.size)
+
+    def _output(
+        self,
+        req: Request,
+        audio: np.ndarray,
+        alignments: tuple[PhonemeAlignment, ...] = (),
+        *,
+        status: RequestStatus = RequestStatus.RUNNING,
+        error: ChorusError | None = None,
+    ) -> RequestOutput:
+        sr = self.backend.sample_rate
+        return RequestOutput(
+            req.request_id,
+            audio,
+            sr,
+            alignments,
+            is_finished=status.is_finished,
+            status=status,
+            error=error,
+            audio_seconds=req.num_samples_sent / sr,
+        )
+
+    def _finish(self, req: Request, status: RequestStatus, error: ChorusError | None) -> None:
+        if req.status.is_finished:
+            return
+        self.scheduler.remove(req)
+        if req.slot is not None:
+            self.backend.release(req.slot)
+        req.status = status
+        with self._cond:
+            self._by_id.pop(req.request_id, None)
+        service = time.monotonic() - req.arrival_time if status == RequestStatus.FINISHED_STOPPED else None
+        self.metrics.observe_finish(status.name.lower(), service)
+        empty = np.zeros(0, dtype=np.float32)
+        try:
+            req.sink(self._output(req, empty, status=status, error=error))
+        except Exception:  # a consumer that went away must not take the engine down
+            log.exception("sink of request %s failed", req.request_id)
+
+    def _die(self, exc: BaseException) -> None:
+        log.exception("engine loop failed; failing every request", exc_info=exc)
+        dead = EngineDeadError(f"the engine failed: {exc}")
+        with self._cond:
+            self._dead = dead
+            pending = list(self._inbox)
+            self._inbox.clear()
+        for req in [*self.scheduler.all_requests(), *pending]:
+            self._finish(req, RequestStatus.FINISHED_ERROR, dead)
+
+    def _eta(self, position: int) -> float:
+        free = self.config.max_slots - len(self.scheduler.running)
+        if position < free:
+            return self.metrics.mean_step_s()
+        rounds = (position - max(free, 0)) // self.config.max_slots + 1
+        return rounds * self.metrics.mean_service_s() / 2 + self.metrics.mean_step_s()
+
+    def retry_after_s(self) -> float:
+        return max(1.0, self._eta(self.num_waiting))

@@ -1,0 +1,84 @@
+"""A request and everything the engine knows about it while it lives."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from chorus.audio.crossfade import Crossfader
+from chorus.errors import ChorusError
+from chorus.models.base import PhonemeAlignment, SlotState, SpeechInput
+
+
+class RequestStatus(enum.IntEnum):
+    """Ordered: every finished state compares greater than RUNNING."""
+
+    WAITING = 0
+    RUNNING = 1
+    FINISHED_STOPPED = 2
+    FINISHED_ABORTED = 3
+    FINISHED_TIMEOUT = 4
+    FINISHED_ERROR = 5
+
+    @property
+    def is_finished(self) -> bool:
+        return self > RequestStatus.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutput:
+    """One message from the engine to a request's consumer: audio, then exactly one final message."""
+
+    request_id: str
+    audio: np.ndarray  # float32 PCM at sample_rate; empty on a final message without audio
+    sample_rate: int
+    alignments: tuple[PhonemeAlignment, ...] = ()
+    is_finished: bool = False
+    status: RequestStatus = RequestStatus.RUNNING
+    error: ChorusError | None = None
+    # Seconds of audio sent for this request so far, this output included.
+    audio_seconds: float = 0.0
+
+
+Sink = Callable[[RequestOutput], None]
+
+
+@dataclass(eq=False)
+class Request:
+    """A request's state inside the engine: written by the scheduler and the engine, read by no one else."""
+
+    input: SpeechInput
+    sink: Sink
+    prepared: Any = None  # backend.preprocess output
+    priority: int = 0  # higher runs first
+    timeout_s: float | None = None
+    arrival_time: float = field(default_factory=time.monotonic)
+    status: RequestStatus = RequestStatus.WAITING
+    slot: SlotState | None = None
+    crossfader: Crossfader | None = None
+    first_audio_time: float | None = None
+    num_samples_sent: int = 0
+    num_frames: int = 0
+    max_frames: int | None = None
+    sequence: int = 0  # arrival order, ties broken by it
+
+    @property
+    def request_id(self) -> str:
+        return self.input.request_id
+
+    def deadline(self, sample_rate: int) -> float:
+        """When this stream's client runs out of audio if it plays from its first byte in real time.
+
+        A request with no audio yet is already due (its arrival time): newcomers go first.
+        """
+        if self.first_audio_time is None:
+            return self.arrival_time
+        return self.first_audio_time + self.num_samples_sent / sample_rate
+
+    def is_expired(self, now: float) -> bool:
+        return self.timeout_s is not None and now - self.arrival_time > self.timeout_s

@@ -1,0 +1,93 @@
+"""Which requests hold a slot, and which slots the next step advances.
+
+Admission: highest priority first, then arrival order, up to ``max_slots`` (continuous mode), or a
+whole new batch only once the previous one has finished (static mode).
+
+Picking: on a GPU a step costs about the same for 1 or 64 slots, so every running slot steps. On a
+CPU the cost grows with the batch, so the step takes slots in order of playback deadline (the stream
+whose client runs out of audio first; a newcomer with no audio yet is due at once) until the compute
+budget is spent. Running streams are served before they run dry and newcomers start fast, the role
+vLLM's token budget plays for text.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from chorus.engine.request import Request, RequestStatus
+from chorus.models.base import SlotState
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    max_slots: int
+    mode: Literal["continuous", "static"] = "continuous"
+    # Compute seconds one step may plan per worker; None = step every running slot.
+    step_budget_s: float | None = None
+    num_workers: int = 1
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, cost: Callable[[SlotState], float], sample_rate: int) -> None:
+        self.config = config
+        self._cost = cost
+        self._sample_rate = sample_rate
+        self._waiting: list[tuple[int, int, Request]] = []  # heap of (-priority, sequence, request)
+        self.running: list[Request] = []
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    def add(self, req: Request) -> None:
+        req.status = RequestStatus.WAITING
+        heapq.heappush(self._waiting, (-req.priority, req.sequence, req))
+
+    def waiting(self) -> list[Request]:
+        """Waiting requests in the order they will be admitted."""
+        return [entry[2] for entry in sorted(self._waiting)]
+
+    def admit(self) -> list[Request]:
+        """Move waiting requests into free slots; the caller prefills them."""
+        if self.config.mode == "static" and self.running:
+            return []
+        admitted: list[Request] = []
+        while self._waiting and len(self.running) < self.config.max_slots:
+            _, _, req = heapq.heappop(self._waiting)
+            req.status = RequestStatus.RUNNING
+            self.running.append(req)
+            admitted.append(req)
+        return admitted
+
+    def pick(self) -> list[Request]:
+        """The running requests the next step advances."""
+        ready = [r for r in self.running if r.slot is not None and not r.slot.is_finished]
+        if self.config.step_budget_s is None or self.config.mode == "static":
+            return ready
+        ready.sort(key=lambda r: (r.deadline(self._sample_rate), -r.priority, r.sequence))
+        budget = self.config.step_budget_s * self.config.num_workers
+        picked: list[Request] = []
+        spent = 0.0
+        for req in ready:
+            if picked and spent >= budget:
+                break
+            spent += self._cost(req.slot) if req.slot is not None else 0.0
+            picked.append(req)
+        return picked
+
+    def remove(self, req: Request) -> None:
+        """Take a finished (or aborted) request out of whichever queue holds it."""
+        if req in self.running:
+            self.running.remove(req)
+            return
+        for i, entry in enumerate(self._waiting):
+            if entry[2] is req:
+                self._waiting.pop(i)
+                heapq.heapify(self._waiting)
+                return
+
+    def all_requests(self) -> list[Request]:
+        return [*self.running, *(entry[2] for entry in self._waiting)]

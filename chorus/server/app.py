@@ -1,0 +1,66 @@
+"""The FastAPI app factory. Everything lives on ``app.state`` (built in the lifespan), nothing in globals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from chorus import __version__
+from chorus.config import Settings
+from chorus.engine.builder import build_engine
+from chorus.engine.client import AsyncEngine
+from chorus.models.base import Backend
+from chorus.server.deps import ServerState
+from chorus.server.errors import install_error_handlers
+from chorus.server.routes import openai, ops, vtts
+from chorus.voices.catalog import VoiceCatalog
+
+log = logging.getLogger(__name__)
+DRAIN_TIMEOUT_S = 20.0
+
+
+def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI:
+    """Build the app; the model loads when the app starts (lifespan), not at import."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = await asyncio.to_thread(build_engine, settings, backend)
+        client = AsyncEngine(engine, request_timeout_s=settings.server.request_timeout_s)
+        client.start()
+        state = ServerState(
+            settings=settings,
+            engine=client,
+            voices=VoiceCatalog(engine.backend.voices()),
+            model_id=settings.model.name,
+            started_at=time.time(),
+        )
+        app.state.chorus = state
+        log.info(
+            "chorus ready: backend %s, %d slots, %d workers, mode %s",
+            engine.backend.name,
+            engine.config.max_slots,
+            engine.backend.num_workers,
+            engine.config.mode,
+        )
+        try:
+            yield
+        finally:
+            state.is_draining = True
+            await client.shutdown(drain_timeout_s=DRAIN_TIMEOUT_S)
+
+    app = FastAPI(
+        title="chorus",
+        version=__version__,
+        description="Continuous-batching text-to-speech server (OpenAI- and vTTS-compatible).",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(openai.router)
+    app.include_router(vtts.router)
+    app.include_router(ops.router)
+    return app

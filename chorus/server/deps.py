@@ -1,0 +1,36 @@
+"""Objects built in the lifespan and kept on ``app.state``, handed to routes as typed dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from chorus.config import Settings
+from chorus.engine.client import AsyncEngine
+from chorus.voices.catalog import VoiceCatalog
+
+OPENAI_MODEL_ALIASES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    engine: AsyncEngine
+    voices: VoiceCatalog
+    model_id: str
+    started_at: float
+    is_draining: bool = False
+
+    def accepts_model(self, name: str) -> bool:
+        key = name.strip().lower()
+        return key in {self.model_id.lower(), self.engine.engine.backend.name.lower(), "chorus"} | OPENAI_MODEL_ALIASES
+
+
+def get_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.chorus
+    return state
+
+
+StateDep = Annotated[ServerState, Depends(get_state)]

@@ -1,0 +1,64 @@
+"""Every error leaves as JSON ``{"error": {"type", "message", "param"}}``, never as a traceback."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from chorus.errors import ChorusError, QueueFullError
+
+log = logging.getLogger(__name__)
+
+
+def error_body(error_type: str, message: str, param: str | None = None) -> dict[str, object]:
+    return {"error": {"type": error_type, "message": message, "param": param}}
+
+
+def error_response(err: ChorusError) -> JSONResponse:
+    headers = {}
+    if isinstance(err, QueueFullError):
+        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
+    return JSONResponse(error_body(err.error_type, err.message, err.param), err.status_code, headers=headers)
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    # Union members show up in the location ("voice", "str"); keep only the field path.
+    param = ".".join(p for p in loc if p not in ("str", "VoiceRef", "int", "function-after[...]")) or None
+    if first.get("type") == "json_invalid":
+        return JSONResponse(error_body("invalid_request_error", "the request body is not valid JSON"), 400)
+    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    return JSONResponse(error_body("invalid_request_error", message, param), 400)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def chorus_error(_: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, ChorusError):
+            raise exc
+        return error_response(exc)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, RequestValidationError):
+            raise exc
+        return _validation_response(exc)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, StarletteHTTPException):
+            raise exc
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(kind, str(exc.detail)), exc.status_code, headers=exc.headers)
+
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(error_body("server_error", "internal server error"), 500)
+
+    app.add_exception_handler(ChorusError, chorus_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

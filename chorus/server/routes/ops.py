@@ -1,0 +1,49 @@
+"""Operations: ``/health`` (the process answers), ``/ready`` (it can take work), request status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from chorus.errors import NotFoundError
+from chorus.server.deps import StateDep
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/health", summary="Liveness and engine state")
+async def health(state: StateDep) -> JSONResponse:
+    engine = state.engine.engine
+    alive = engine.is_alive()
+    body = {
+        "status": "ok" if alive else "engine_dead",
+        "model": state.model_id,
+        "backend": engine.backend.name,
+        "device": state.settings.model.device,
+        "is_loaded": True,
+        "engine_alive": alive,
+        "active_slots": engine.num_running,
+        "waiting": engine.num_waiting,
+    }
+    return JSONResponse(body, status_code=200 if alive else 503)
+
+
+@router.get("/ready", summary="Readiness: 200 when new requests are accepted")
+async def ready(state: StateDep) -> JSONResponse:
+    engine = state.engine.engine
+    reasons = []
+    if not engine.is_alive():
+        reasons.append("engine is not running")
+    if state.is_draining:
+        reasons.append("server is draining")
+    if engine.num_waiting >= engine.config.queue_limit:
+        reasons.append("waiting queue is full")
+    return JSONResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
+
+
+@router.get("/v1/requests/{request_id}", summary="Status, queue position and ETA of a request")
+async def request_status(request_id: str, state: StateDep) -> dict[str, object]:
+    info = state.engine.engine.status(request_id)
+    if info is None:
+        raise NotFoundError(f"no waiting or running request {request_id!r}", param="request_id")
+    return {"id": info.request_id, "status": info.status, "queue_position": info.queue_position, "eta_s": info.eta_s}

@@ -1,0 +1,104 @@
+"""vTTS-compatible routes: ``POST /v1/tts/generate`` (SSE), ``GET /v1/voices``, ``GET /v1/stats``.
+
+SSE events of ``/v1/tts/generate``: ``queued`` {request_id, queue_position, eta_s} while waiting,
+``audio`` {request_id, index, audio (base64 of the response format; pcm = s16le mono), sample_rate,
+format}, then ``done`` {request_id, chunks, audio_seconds} or ``error`` {error: {type, message, param}}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Header
+from fastapi.responses import StreamingResponse
+
+from chorus.engine.client import ResponseStream
+from chorus.errors import ChorusError
+from chorus.models.base import SynthesisParams
+from chorus.server.deps import ServerState, StateDep
+from chorus.server.routes.openai import request_id_from, validate_text
+from chorus.server.schemas import GenerateRequest
+from chorus.server.streaming import encoded_chunks, error_event, sse_event
+
+router = APIRouter(prefix="/v1", tags=["vtts"])
+QUEUE_REPORT_S = 0.5
+
+
+@router.post("/tts/generate", summary="Stream speech as Server-Sent Events (vTTS-compatible)")
+async def generate(
+    body: GenerateRequest, state: StateDep, x_request_id: str | None = Header(default=None)
+) -> StreamingResponse:
+    text = validate_text(state, body.text, "text")
+    voice = state.voices.resolve(body.voice)
+    params = SynthesisParams(
+        speed=body.speed,
+        language=body.language,
+        noise_scale=body.noise_scale,
+        noise_w_scale=body.noise_w_scale,
+        seed=body.seed,
+    )
+    stream = await state.engine.submit(
+        text, voice.voice_id, params=params, priority=body.priority, request_id=request_id_from(x_request_id)
+    )
+    events = _events(state, stream, body.response_format)
+    return StreamingResponse(events, media_type="text/event-stream", headers={"X-Request-Id": stream.request_id})
+
+
+async def _events(state: ServerState, stream: ResponseStream, fmt: str) -> AsyncIterator[bytes]:
+    out_rate = state.settings.server.output_sample_rate
+    rid = stream.request_id
+    try:
+        # Report the queue position until the first audio arrives.
+        first_task = asyncio.ensure_future(anext(stream, None))
+        while not first_task.done():
+            info = state.engine.engine.status(rid)
+            if info is not None and info.queue_position is not None:
+                yield sse_event(
+                    {"request_id": rid, "queue_position": info.queue_position, "eta_s": info.eta_s}, "queued"
+                )
+            await asyncio.wait({first_task}, timeout=QUEUE_REPORT_S)
+        first = first_task.result()
+        index = 0
+        async for data in encoded_chunks(first, stream, fmt, out_rate):
+            if data:
+                payload = {
+                    "request_id": rid,
+                    "index": index,
+                    "audio": base64.b64encode(data).decode(),
+                    "sample_rate": out_rate,
+                    "format": fmt,
+                }
+                yield sse_event(payload, "audio")
+                index += 1
+        yield sse_event({"request_id": rid, "chunks": index, "audio_seconds": round(stream.audio_seconds, 3)}, "done")
+    except ChorusError as e:
+        yield error_event(e, "error")
+    finally:
+        stream.abort()
+
+
+@router.get("/voices", summary="Voices (vTTS-compatible)")
+async def list_voices(state: StateDep) -> dict[str, object]:
+    return {
+        "voices": [
+            {"id": v.voice_id, "name": v.name, "language": v.language, "description": v.description, "type": "builtin"}
+            for v in state.voices.list()
+        ]
+    }
+
+
+@router.get("/stats", summary="Engine statistics (vTTS-compatible)")
+async def stats(state: StateDep) -> dict[str, object]:
+    engine = state.engine.engine
+    return {
+        "active_slots": engine.num_running,
+        "max_slots": engine.config.max_slots,
+        "waiting": engine.num_waiting,
+        "queue_limit": engine.config.queue_limit,
+        "mode": engine.config.mode,
+        "backend": engine.backend.name,
+        "num_workers": engine.backend.num_workers,
+        **engine.metrics.snapshot(),
+    }

@@ -1,0 +1,50 @@
+"""Request bodies, validated at the edge; named by role (``*Request`` in)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chorus.audio.encode import ResponseFormat
+
+
+class VoiceRef(BaseModel):
+    """OpenAI's object form of ``voice``: ``{"id": "..."}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=200)
+
+
+class _Knobs(BaseModel):
+    """chorus extensions shared by the speech routes (OpenAI clients send them via ``extra_body``)."""
+
+    priority: int = Field(default=0, ge=-100, le=100, description="higher is admitted first")
+    noise_scale: float | None = Field(default=None, ge=0, le=2, description="Piper generator noise; 0 = deterministic")
+    noise_w_scale: float | None = Field(default=None, ge=0, le=2, description="Piper duration noise; 0 = deterministic")
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    language: str | None = Field(default=None, max_length=64)
+
+
+class SpeechRequest(_Knobs):
+    """``POST /v1/audio/speech`` (OpenAI)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=200)
+    # Upper bound enforced against settings.server.max_input_chars in the route.
+    input: str = Field(min_length=1)
+    voice: str | VoiceRef
+    instructions: str | None = Field(default=None, max_length=4096)
+    response_format: ResponseFormat = "mp3"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    stream_format: Literal["audio", "sse"] = "audio"
+
+
+class GenerateRequest(_Knobs):
+    """``POST /v1/tts/generate`` (vTTS-style SSE)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1)
+    voice: str | None = Field(default=None, max_length=200)
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    response_format: Literal["pcm", "wav", "mp3", "opus", "aac", "flac"] = "pcm"

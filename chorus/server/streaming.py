@@ -1,0 +1,86 @@
+"""From a request's engine stream to HTTP bodies: raw audio (chunked) or Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import numpy as np
+from starlette.requests import Request
+
+from chorus.audio.encode import make_encoder
+from chorus.audio.resample import StreamResampler
+from chorus.engine.client import ResponseStream
+from chorus.engine.request import RequestOutput
+from chorus.errors import ChorusError, RequestAbortedError
+from chorus.server.errors import error_body
+
+log = logging.getLogger(__name__)
+DISCONNECT_POLL_S = 0.1
+
+
+async def first_output(stream: ResponseStream, request: Request) -> RequestOutput | None:
+    """Wait for the first audio (so errors before it still get a proper status code), watching for the
+    client leaving meanwhile: a client gone while queued frees its place at once."""
+    task = asyncio.ensure_future(anext(stream, None))
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise RequestAbortedError("client disconnected")
+    finally:
+        if not task.done():
+            task.cancel()
+            stream.abort()
+
+
+async def pcm_chunks(first: RequestOutput | None, stream: ResponseStream, out_rate: int) -> AsyncIterator[np.ndarray]:
+    """Float32 chunks at ``out_rate``; aborts the request if the consumer stops early (disconnect)."""
+    try:
+        if first is None:
+            return
+        resampler = StreamResampler(first.sample_rate, out_rate)
+        yield resampler.process(first.audio)
+        async for out in stream:
+            yield resampler.process(out.audio)
+        yield resampler.process(np.zeros(0, dtype=np.float32), last=True)
+    finally:
+        stream.abort()
+
+
+async def audio_body(
+    first: RequestOutput | None, stream: ResponseStream, fmt: str, out_rate: int
+) -> AsyncIterator[bytes]:
+    try:
+        async for data in encoded_chunks(first, stream, fmt, out_rate):
+            if data:
+                yield data
+    except ChorusError as e:
+        # The headers are gone already: end the body short and log; the client sees a truncated stream.
+        log.warning("request %s failed mid-stream: %s", stream.request_id, e.message)
+
+
+def sse_event(data: dict[str, object], event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def encoded_chunks(
+    first: RequestOutput | None, stream: ResponseStream, fmt: str, out_rate: int
+) -> AsyncIterator[bytes]:
+    """Encoded pieces (possibly empty), then the encoder's tail; raises ChorusError on failure."""
+    encoder = make_encoder(fmt, out_rate)
+    async for chunk in pcm_chunks(first, stream, out_rate):
+        yield encoder.encode(chunk)
+    yield encoder.finish()
+
+
+def error_event(err: ChorusError, event: str | None = None) -> bytes:
+    payload = error_body(err.error_type, err.message, err.param)
+    if event is None:
+        payload = {"type": "error", **payload}
+    return sse_event(payload, event)
