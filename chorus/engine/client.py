@@ -75,6 +75,7 @@ class AsyncEngine:
         params: SynthesisParams | None = None,
         priority: int = 0,
         request_id: str | None = None,
+        timeout_s: float | None = None,
     ) -> ResponseStream:
         """Queue a request and return its stream at once (429 / 503 errors raise here)."""
         engine = self.engine
@@ -88,6 +89,17 @@ class AsyncEngine:
             raise InvalidRequestError(str(e), param="input") from e
         stream = ResponseStream(engine, inp.request_id, asyncio.get_running_loop())
         engine.add_request(
-            Request(inp, stream.put_threadsafe, prepared=prepared, priority=priority, timeout_s=self.request_timeout_s)
+            Request(
+                inp,
+                stream.put_threadsafe,
+                prepared=prepared,
+                priority=priority,
+                timeout_s=_shortest(timeout_s, self.request_timeout_s),
+            )
         )
         return stream
+
+
+def _shortest(*limits: float | None) -> float | None:
+    present = [x for x in limits if x is not None]
+    return min(present) if present else None

@@ -13,6 +13,7 @@ vLLM's token budget plays for text.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -35,7 +36,9 @@ class Scheduler:
         self.config = config
         self._cost = cost
         self._sample_rate = sample_rate
-        self._waiting: list[tuple[int, int, Request]] = []  # heap of (-priority, sequence, request)
+        # heap of (-priority, arrival sequence, tie-breaker, request)
+        self._waiting: list[tuple[int, int, int, Request]] = []
+        self._tie = itertools.count()
         self.running: list[Request] = []
 
     @property
@@ -44,11 +47,11 @@ class Scheduler:
 
     def add(self, req: Request) -> None:
         req.status = RequestStatus.WAITING
-        heapq.heappush(self._waiting, (-req.priority, req.sequence, req))
+        heapq.heappush(self._waiting, (-req.priority, req.sequence, next(self._tie), req))
 
     def waiting(self) -> list[Request]:
         """Waiting requests in the order they will be admitted."""
-        return [entry[2] for entry in sorted(self._waiting)]
+        return [entry[3] for entry in sorted(self._waiting)]
 
     def admit(self) -> list[Request]:
         """Move waiting requests into free slots; the caller prefills them."""
@@ -56,7 +59,7 @@ class Scheduler:
             return []
         admitted: list[Request] = []
         while self._waiting and len(self.running) < self.config.max_slots:
-            _, _, req = heapq.heappop(self._waiting)
+            *_, req = heapq.heappop(self._waiting)
             req.status = RequestStatus.RUNNING
             self.running.append(req)
             admitted.append(req)
@@ -84,10 +87,10 @@ class Scheduler:
             self.running.remove(req)
             return
         for i, entry in enumerate(self._waiting):
-            if entry[2] is req:
+            if entry[3] is req:
                 self._waiting.pop(i)
                 heapq.heapify(self._waiting)
                 return
 
     def all_requests(self) -> list[Request]:
-        return [*self.running, *(entry[2] for entry in self._waiting)]
+        return [*self.running, *(entry[3] for entry in self._waiting)]

@@ -16,7 +16,7 @@ class VoiceRef(BaseModel):
     id: str = Field(min_length=1, max_length=200)
 
 
-class _Knobs(BaseModel):
+class SpeechKnobs(BaseModel):
     """chorus extensions shared by the speech routes (OpenAI clients send them via ``extra_body``)."""
 
     priority: int = Field(default=0, ge=-100, le=100, description="higher is admitted first")
@@ -24,9 +24,12 @@ class _Knobs(BaseModel):
     noise_w_scale: float | None = Field(default=None, ge=0, le=2, description="Piper duration noise; 0 = deterministic")
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     language: str | None = Field(default=None, max_length=64)
+    timeout: float | None = Field(
+        default=None, gt=0, le=86_400, description="seconds this request may take; capped by server.request_timeout_s"
+    )
 
 
-class SpeechRequest(_Knobs):
+class SpeechRequest(SpeechKnobs):
     """``POST /v1/audio/speech`` (OpenAI)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -40,7 +43,7 @@ class SpeechRequest(_Knobs):
     stream_format: Literal["audio", "sse"] = "audio"
 
 
-class GenerateRequest(_Knobs):
+class GenerateRequest(SpeechKnobs):
     """``POST /v1/tts/generate`` (vTTS-style SSE)."""
 
     model_config = ConfigDict(extra="forbid")

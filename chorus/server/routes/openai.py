@@ -12,30 +12,12 @@ from chorus.audio.encode import MEDIA_TYPES
 from chorus.engine.client import ResponseStream
 from chorus.engine.request import RequestOutput
 from chorus.errors import ChorusError, InvalidRequestError
-from chorus.models.base import SynthesisParams
-from chorus.server.deps import ServerState, StateDep
+from chorus.server.deps import StateDep
+from chorus.server.routes.common import submit_speech
 from chorus.server.schemas import SpeechRequest
 from chorus.server.streaming import audio_body, encoded_chunks, error_event, first_output, sse_event
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-
-
-def validate_text(state: ServerState, text: str, param: str) -> str:
-    limit = state.settings.server.max_input_chars
-    if len(text) > limit:
-        raise InvalidRequestError(f"{param} is {len(text)} characters; the limit is {limit}", param=param)
-    if not text.strip():
-        raise InvalidRequestError(f"{param} is blank", param=param)
-    return text
-
-
-def request_id_from(header: str | None) -> str | None:
-    """A caller may name its request (``X-Request-Id``) to poll ``GET /v1/requests/{id}`` while it waits."""
-    if header is None:
-        return None
-    if not (1 <= len(header) <= 128) or not all(c.isalnum() or c in "-_.:" for c in header):
-        raise InvalidRequestError("X-Request-Id must be 1-128 characters of [A-Za-z0-9-_.:]", param="X-Request-Id")
-    return header
 
 
 @router.post("/audio/speech", summary="Generate audio from text (OpenAI-compatible)")
@@ -44,25 +26,22 @@ async def create_speech(
 ) -> StreamingResponse:
     if not state.accepts_model(body.model):
         raise InvalidRequestError(f"unknown model {body.model!r}; this server runs {state.model_id!r}", param="model")
-    text = validate_text(state, body.input, "input")
-    voice_name = body.voice if isinstance(body.voice, str) else body.voice.id
-    voice = state.voices.resolve(voice_name)
-    params = SynthesisParams(
+    voice = body.voice if isinstance(body.voice, str) else body.voice.id
+    stream = await submit_speech(
+        state,
+        text=body.input,
+        text_param="input",
+        voice=voice,
+        knobs=body,
         speed=body.speed,
-        language=body.language,
         instructions=body.instructions,
-        noise_scale=body.noise_scale,
-        noise_w_scale=body.noise_w_scale,
-        seed=body.seed,
-    )
-    stream = await state.engine.submit(
-        text, voice.voice_id, params=params, priority=body.priority, request_id=request_id_from(x_request_id)
+        x_request_id=x_request_id,
     )
     first = await first_output(stream, request)
     out_rate = state.settings.server.output_sample_rate
     headers = {"X-Request-Id": stream.request_id}
     if body.stream_format == "sse":
-        sse = _sse_body(first, stream, body.response_format, out_rate, len(text))
+        sse = _sse_body(first, stream, body.response_format, out_rate, len(body.input))
         return StreamingResponse(sse, media_type="text/event-stream", headers=headers)
     audio = audio_body(first, stream, body.response_format, out_rate)
     return StreamingResponse(audio, media_type=MEDIA_TYPES[body.response_format], headers=headers)

@@ -16,9 +16,8 @@ from fastapi.responses import StreamingResponse
 
 from chorus.engine.client import ResponseStream
 from chorus.errors import ChorusError
-from chorus.models.base import SynthesisParams
 from chorus.server.deps import ServerState, StateDep
-from chorus.server.routes.openai import request_id_from, validate_text
+from chorus.server.routes.common import submit_speech
 from chorus.server.schemas import GenerateRequest
 from chorus.server.streaming import encoded_chunks, error_event, sse_event
 
@@ -30,17 +29,14 @@ QUEUE_REPORT_S = 0.5
 async def generate(
     body: GenerateRequest, state: StateDep, x_request_id: str | None = Header(default=None)
 ) -> StreamingResponse:
-    text = validate_text(state, body.text, "text")
-    voice = state.voices.resolve(body.voice)
-    params = SynthesisParams(
+    stream = await submit_speech(
+        state,
+        text=body.text,
+        text_param="text",
+        voice=body.voice,
+        knobs=body,
         speed=body.speed,
-        language=body.language,
-        noise_scale=body.noise_scale,
-        noise_w_scale=body.noise_w_scale,
-        seed=body.seed,
-    )
-    stream = await state.engine.submit(
-        text, voice.voice_id, params=params, priority=body.priority, request_id=request_id_from(x_request_id)
+        x_request_id=x_request_id,
     )
     events = _events(state, stream, body.response_format)
     return StreamingResponse(events, media_type="text/event-stream", headers={"X-Request-Id": stream.request_id})

@@ -1,0 +1,59 @@
+"""What the speech routes share: input checks and submission to the engine."""
+
+from __future__ import annotations
+
+from chorus.engine.client import ResponseStream
+from chorus.errors import InvalidRequestError
+from chorus.models.base import SynthesisParams
+from chorus.server.deps import ServerState
+from chorus.server.schemas import SpeechKnobs
+
+
+def validate_text(state: ServerState, text: str, param: str) -> str:
+    limit = state.settings.server.max_input_chars
+    if len(text) > limit:
+        raise InvalidRequestError(f"{param} is {len(text)} characters; the limit is {limit}", param=param)
+    if not text.strip():
+        raise InvalidRequestError(f"{param} is blank", param=param)
+    return text
+
+
+def request_id_from(header: str | None) -> str | None:
+    """A caller may name its request (``X-Request-Id``) to poll ``GET /v1/requests/{id}`` while it waits."""
+    if header is None:
+        return None
+    if not (1 <= len(header) <= 128) or not all(c.isalnum() or c in "-_.:" for c in header):
+        raise InvalidRequestError("X-Request-Id must be 1-128 characters of [A-Za-z0-9-_.:]", param="X-Request-Id")
+    return header
+
+
+async def submit_speech(
+    state: ServerState,
+    *,
+    text: str,
+    text_param: str,
+    voice: str | None,
+    knobs: SpeechKnobs,
+    speed: float,
+    instructions: str | None = None,
+    x_request_id: str | None = None,
+) -> ResponseStream:
+    """Validate, resolve the voice and queue the request; 4xx/429/503 errors raise here, before any audio."""
+    text = validate_text(state, text, text_param)
+    voice_info = state.voices.resolve(voice)
+    params = SynthesisParams(
+        speed=speed,
+        language=knobs.language,
+        instructions=instructions,
+        noise_scale=knobs.noise_scale,
+        noise_w_scale=knobs.noise_w_scale,
+        seed=knobs.seed,
+    )
+    return await state.engine.submit(
+        text,
+        voice_info.voice_id,
+        params=params,
+        priority=knobs.priority,
+        request_id=request_id_from(x_request_id),
+        timeout_s=knobs.timeout,
+    )

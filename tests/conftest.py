@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+import pytest
+
+from chorus.models.piper import PiperBackend
+
+
+@pytest.fixture(scope="session")
+def piper() -> PiperBackend:
+    """One bundled-voice backend for the whole session (loading takes about a second)."""
+    backend = PiperBackend(num_workers=2)
+    yield backend
+    backend.close()

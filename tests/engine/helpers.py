@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from chorus.engine.engine import Engine, EngineConfig
+from chorus.engine.request import Request, RequestOutput, RequestStatus
+from chorus.models.base import Backend, SpeechInput, SynthesisParams
+
+
+@dataclass
+class Collector:
+    """A request's sink: keeps every output."""
+
+    outputs: list[RequestOutput] = field(default_factory=list)
+
+    def __call__(self, out: RequestOutput) -> None:
+        self.outputs.append(out)
+
+    @property
+    def final(self) -> RequestOutput | None:
+        return self.outputs[-1] if self.outputs and self.outputs[-1].is_finished else None
+
+    @property
+    def status(self) -> RequestStatus | None:
+        return self.final.status if self.final else None
+
+    def audio(self) -> np.ndarray:
+        chunks = [o.audio for o in self.outputs]
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+def make_engine(backend: Backend, **config: object) -> Engine:
+    defaults: dict[str, object] = {"max_slots": 4, "queue_limit": 16}
+    defaults.update(config)
+    return Engine(backend, EngineConfig(**defaults))  # type: ignore[arg-type]
+
+
+def submit(
+    engine: Engine,
+    text: str,
+    request_id: str,
+    *,
+    priority: int = 0,
+    timeout_s: float | None = None,
+    params: SynthesisParams | None = None,
+) -> tuple[Request, Collector]:
+    sink = Collector()
+    inp = SpeechInput(request_id, text, engine.backend.voices()[0].voice_id, params or SynthesisParams())
+    req = Request(inp, sink, prepared=engine.backend.preprocess(inp), priority=priority, timeout_s=timeout_s)
+    engine.add_request(req)
+    return req, sink
+
+
+def run_until_idle(engine: Engine, max_steps: int = 10_000) -> int:
+    steps = 0
+    while engine.has_work():
+        engine.step()
+        steps += 1
+        if steps > max_steps:
+            raise RuntimeError("engine did not go idle")
+    return steps

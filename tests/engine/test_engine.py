@@ -1,0 +1,200 @@
+"""The engine loop on a deterministic fake backend: joins, leaves, modes, priorities, limits, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from chorus.engine.client import AsyncEngine
+from chorus.engine.request import RequestStatus
+from chorus.errors import EngineDeadError, QueueFullError, RequestTimeoutError, SynthesisError
+from tests.engine.helpers import make_engine, run_until_idle, submit
+from tests.fakes import FRAME_SAMPLES, FakeBackend, expected_audio
+
+TEN = "one two three four five six seven eight nine ten"
+
+
+def test_requests_join_and_leave_mid_generation() -> None:
+    backend = FakeBackend()
+    engine = make_engine(backend)
+    _, a = submit(engine, TEN, "a")
+    for _ in range(3):
+        engine.step()
+    _, b = submit(engine, "short one here", "b")  # joins while a runs
+    for _ in range(2):
+        engine.step()
+    _, c = submit(engine, "late comer with five words", "c")
+    run_until_idle(engine)
+
+    for sink, text in ((a, TEN), (b, "short one here"), (c, "late comer with five words")):
+        assert sink.status == RequestStatus.FINISHED_STOPPED
+        np.testing.assert_array_equal(sink.audio(), expected_audio(text))
+    steps = backend.steps
+    assert steps[0] == ["a"]
+    assert steps[3] == ["a", "b"]  # b joined at a step boundary, mid-way through a
+    b_last = max(i for i, s in enumerate(steps) if "b" in s)
+    a_last = max(i for i, s in enumerate(steps) if "a" in s)
+    assert b_last < a_last  # b left while a was still running
+    assert any(s == ["a", "c"] for s in steps)  # c joined after b had left
+    assert sorted(backend.released) == ["a", "b", "c"]
+
+
+def test_static_mode_batches_start_and_finish_together() -> None:
+    backend = FakeBackend()
+    engine = make_engine(backend, max_slots=2, mode="static")
+    submit(engine, "a b c d e", "long")
+    submit(engine, "a b", "short")
+    _, late = submit(engine, "x y", "late")
+    run_until_idle(engine)
+    first_batch = [s for s in backend.steps if "late" not in s]
+    assert len(first_batch) == 5  # the long request sets the batch length
+    assert all("late" not in s for s in backend.steps[:5])
+    assert backend.steps[5:] == [["late"], ["late"]]  # admitted only once the whole batch was done
+    np.testing.assert_array_equal(late.audio(), expected_audio("x y"))
+
+
+def test_priority_then_arrival_decides_admission() -> None:
+    backend = FakeBackend()
+    engine = make_engine(backend, max_slots=1)
+    submit(engine, "busy busy", "running")
+    engine.step()
+    submit(engine, "low one", "low-1")
+    submit(engine, "high one", "high", priority=5)
+    submit(engine, "low two", "low-2")
+    run_until_idle(engine)
+    order = []
+    for step in backend.steps:
+        if step[0] not in order:
+            order.append(step[0])
+    assert order == ["running", "high", "low-1", "low-2"]
+
+
+def test_queue_full_refuses_with_retry_after() -> None:
+    engine = make_engine(FakeBackend(), max_slots=1, queue_limit=2)
+    submit(engine, "a", "r1")
+    submit(engine, "b", "r2")
+    with pytest.raises(QueueFullError) as info:
+        submit(engine, "c", "r3")
+    assert info.value.retry_after_s >= 1
+    engine.step()  # r1 takes the slot: one waiting place frees up
+    submit(engine, "c", "r3")
+
+
+def test_queue_position_and_eta() -> None:
+    engine = make_engine(FakeBackend(), max_slots=1)
+    submit(engine, "a b c", "first")
+    engine.step()
+    submit(engine, "b", "second")
+    submit(engine, "c", "third")
+    engine.step()
+    second, third = engine.status("second"), engine.status("third")
+    assert second is not None and third is not None
+    assert (second.queue_position, third.queue_position) == (0, 1)
+    assert second.eta_s is not None and third.eta_s is not None and third.eta_s >= second.eta_s > 0
+    running = engine.status("first")
+    assert running is not None and running.status == "running" and running.queue_position is None
+    assert engine.status("nope") is None
+
+
+def test_abort_frees_the_slot_at_the_next_step() -> None:
+    backend = FakeBackend()
+    engine = make_engine(backend, max_slots=1)
+    _, victim = submit(engine, TEN, "victim")
+    _, waiting = submit(engine, "next in line", "next")
+    engine.step()
+    engine.abort("victim")
+    engine.step()
+    assert victim.status == RequestStatus.FINISHED_ABORTED
+    assert "victim" in backend.released
+    assert backend.steps[-1] == ["next"]  # the freed slot went to the waiting request
+    run_until_idle(engine)
+    assert waiting.status == RequestStatus.FINISHED_STOPPED
+
+
+def test_timeout_while_waiting_and_while_running() -> None:
+    engine = make_engine(FakeBackend(), max_slots=1)
+    running, run_sink = submit(engine, TEN, "running", timeout_s=60)
+    waiting, wait_sink = submit(engine, "never starts", "waiting", timeout_s=60)
+    engine.step()
+    waiting.arrival_time -= 61  # it has now waited past its budget
+    engine.step()
+    assert wait_sink.status == RequestStatus.FINISHED_TIMEOUT
+    assert isinstance(wait_sink.final.error, RequestTimeoutError)  # type: ignore[union-attr]
+    assert wait_sink.audio().size == 0
+    running.arrival_time -= 61
+    engine.step()
+    assert run_sink.status == RequestStatus.FINISHED_TIMEOUT
+    assert 0 < run_sink.audio().size < expected_audio(TEN).size  # it streamed, then stopped
+
+
+def test_a_failing_slot_fails_alone() -> None:
+    engine = make_engine(FakeBackend(fail_text="poison"))
+    _, bad = submit(engine, "poison pill", "bad")
+    _, good = submit(engine, "fine words", "good")
+    run_until_idle(engine)
+    assert bad.status == RequestStatus.FINISHED_ERROR
+    assert isinstance(bad.final.error, SynthesisError)  # type: ignore[union-attr]
+    assert good.status == RequestStatus.FINISHED_STOPPED
+
+
+def test_max_frames_stops_runaway_autoregressive_requests() -> None:
+    engine = make_engine(FakeBackend(is_autoregressive=True), max_frames=3)
+    _, sink = submit(engine, TEN, "runaway")
+    run_until_idle(engine)
+    assert sink.status == RequestStatus.FINISHED_STOPPED
+    np.testing.assert_array_equal(sink.audio(), expected_audio(TEN)[: 3 * FRAME_SAMPLES])
+
+
+def test_engine_failure_fails_every_request_instead_of_hanging() -> None:
+    backend = FakeBackend(fail_on_step=2)
+    engine = make_engine(backend, max_slots=1)
+    sinks = [submit(engine, TEN, f"r{i}")[1] for i in range(3)]  # one running, two waiting
+    engine.start()
+    deadline = time.monotonic() + 5
+    while any(s.final is None for s in sinks) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for sink in sinks:
+        assert sink.status == RequestStatus.FINISHED_ERROR
+        assert isinstance(sink.final.error, EngineDeadError)  # type: ignore[union-attr]
+    assert not engine.is_alive()
+    with pytest.raises(EngineDeadError):
+        submit(engine, "too late", "late")
+
+
+def test_async_client_propagates_engine_failure() -> None:
+    async def scenario() -> None:
+        engine = make_engine(FakeBackend(fail_on_step=1, step_delay_s=0.01))
+        client = AsyncEngine(engine)
+        client.start()
+        stream = await client.submit(TEN, "fake")
+        with pytest.raises(EngineDeadError):
+            async for _ in stream:
+                pass
+        await client.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+
+
+def test_async_client_streams_and_aborts() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend(step_delay_s=0.005)
+        engine = make_engine(backend)
+        client = AsyncEngine(engine)
+        client.start()
+        full = await client.submit("a b c d", "fake")
+        audio = np.concatenate([out.audio async for out in full])
+        np.testing.assert_array_equal(audio, expected_audio("a b c d"))
+        partial = await client.submit(TEN * 20, "fake")
+        await anext(partial)
+        partial.abort()
+        for _ in range(200):
+            if partial.request_id in backend.released:
+                break
+            await asyncio.sleep(0.01)
+        assert partial.request_id in backend.released
+        await client.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=10))
