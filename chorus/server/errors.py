@@ -26,13 +26,19 @@ def error_response(err: ChorusError) -> JSONResponse:
     return JSONResponse(error_body(err.error_type, err.message, err.param), err.status_code, headers=headers)
 
 
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "VoiceRef"})
+
+
 def _validation_response(exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-    # Union members show up in the location ("voice", "str"); keep only the field path.
-    param = ".".join(p for p in loc if p not in ("str", "VoiceRef", "int", "function-after[...]")) or None
-    if first.get("type") == "json_invalid":
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
         return JSONResponse(error_body("invalid_request_error", "the request body is not valid JSON"), 400)
+    if not errors:
+        return JSONResponse(error_body("invalid_request_error", "invalid request"), 400)
+    # With a union (voice: str | {"id"}), the deepest error is the one about the shape the client sent.
+    first = max(errors, key=lambda e: len(e.get("loc", ())))
+    parts = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    param = ".".join(p for p in parts if p not in _UNION_TAGS and "[" not in p) or None
     message = f"{param}: {first['msg']}" if param else str(first["msg"])
     return JSONResponse(error_body("invalid_request_error", message, param), 400)
 

@@ -36,7 +36,9 @@ def _alone(piper: PiperBackend, **config: object) -> np.ndarray:
 
 
 @pytest.mark.parametrize("budget_s", [0.02, None], ids=["cpu-budget", "every-slot"])
-def test_audio_is_identical_alone_and_with_others_joining_and_leaving(piper: PiperBackend, budget_s: float | None) -> None:
+def test_audio_is_identical_alone_and_with_others_joining_and_leaving(
+    piper: PiperBackend, budget_s: float | None
+) -> None:
     alone = _alone(piper, step_budget_s=budget_s)
     engine = make_engine(piper, step_budget_s=budget_s)
     _, main = submit(engine, MAIN, "main", params=QUIET)

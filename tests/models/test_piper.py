@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from piper import PiperVoice
@@ -48,7 +50,7 @@ def test_alignments_cover_each_segment(piper: PiperBackend) -> None:
         alignments = outputs[begin].alignments
         assert [a.phoneme for a in alignments] == ["^", *phonemes, "$"]
         assert sum(a.num_samples for a in alignments) == segment_samples
-        assert all(b.start_sample == a.start_sample + a.num_samples for a, b in zip(alignments, alignments[1:]))
+        assert all(b.start_sample == a.start_sample + a.num_samples for a, b in itertools.pairwise(alignments))
 
 
 def test_speed_maps_to_length_scale(piper: PiperBackend) -> None:

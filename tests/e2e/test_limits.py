@@ -1,0 +1,98 @@
+"""Admission limits over real HTTP: 429 when the queue is full, queue position, timeout, disconnects."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import LONG_TEXT, Server
+
+pytestmark = pytest.mark.e2e
+
+
+def speech(text: str, **extra: object) -> dict[str, object]:
+    return {"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm", **extra}
+
+
+def wait_for(predicate, timeout_s: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_queue_full_gives_429_with_retry_after_and_queue_position(one_slot_server: Server) -> None:
+    url = one_slot_server.url
+    results: dict[str, int] = {}
+    with (
+        httpx.Client(timeout=120) as client,
+        client.stream("POST", f"{url}/v1/audio/speech", json=speech(LONG_TEXT)) as busy,
+    ):
+        assert busy.status_code == 200  # holds the only slot while we do not read
+        waiter = threading.Thread(
+            target=lambda: results.update(
+                waiting=httpx.post(
+                    f"{url}/v1/audio/speech",
+                    json=speech("Waiting my turn."),
+                    headers={"x-request-id": "queued-1"},
+                    timeout=120,
+                ).status_code
+            )
+        )
+        waiter.start()
+        assert wait_for(lambda: one_slot_server.stats()["waiting"] == 1)
+        status = httpx.get(f"{url}/v1/requests/queued-1", timeout=10).json()
+        assert status["status"] == "waiting" and status["queue_position"] == 0 and status["eta_s"] > 0
+        refused = httpx.post(f"{url}/v1/audio/speech", json=speech("No room."), timeout=30)
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["type"] == "rate_limit_error"
+        assert httpx.get(f"{url}/ready", timeout=10).status_code == 503  # full queue: not ready for more
+    # Closing the busy stream (a disconnect) frees the slot for the waiting request.
+    waiter.join(timeout=60)
+    assert results.get("waiting") == 200
+
+
+def test_a_request_that_waits_past_its_timeout_gets_504(one_slot_server: Server) -> None:
+    url = one_slot_server.url
+    with (
+        httpx.Client(timeout=120) as client,
+        client.stream("POST", f"{url}/v1/audio/speech", json=speech(LONG_TEXT)) as busy,
+    ):
+        assert busy.status_code == 200
+        t0 = time.monotonic()
+        late = httpx.post(f"{url}/v1/audio/speech", json=speech("Too slow.", timeout=0.5), timeout=30)
+        assert late.status_code == 504
+        assert late.json()["error"]["type"] == "timeout_error"
+        assert time.monotonic() - t0 < 5
+
+
+def test_disconnect_mid_stream_frees_the_slot(server: Server) -> None:
+    before = server.stats()["requests_finished"].get("finished_aborted", 0)  # type: ignore[union-attr]
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", f"{server.url}/v1/audio/speech", json=speech(LONG_TEXT)) as r,
+    ):
+        next(r.iter_raw())  # audio is flowing: the request holds a slot
+        assert server.stats()["active_slots"] == 1
+    # The client hung up long before the end of the text.
+    assert wait_for(lambda: server.stats()["active_slots"] == 0, timeout_s=10)
+    after = server.stats()["requests_finished"]["finished_aborted"]  # type: ignore[index]
+    assert after == before + 1
+
+
+def test_disconnect_while_queued_frees_the_place(one_slot_server: Server) -> None:
+    url = one_slot_server.url
+    with (
+        httpx.Client(timeout=120) as client,
+        client.stream("POST", f"{url}/v1/audio/speech", json=speech(LONG_TEXT)) as busy,
+    ):
+        assert busy.status_code == 200
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/audio/speech", json=speech("I give up."), timeout=1.0)
+        assert wait_for(lambda: one_slot_server.stats()["waiting"] == 0, timeout_s=5)
