@@ -94,7 +94,7 @@ class WavCounter:
 def _request(server: Server, text: str) -> tuple[str, dict[str, object], PcmCounter | WavCounter]:
     if server.kind == "piper":
         return "/synthesize", {"text": text}, WavCounter()
-    body = {"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm"}
+    body: dict[str, object] = {"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm"}
     return "/v1/audio/speech", body, PcmCounter()
 
 

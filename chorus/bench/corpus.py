@@ -50,11 +50,20 @@ SENTENCES: tuple[str, ...] = (
     "We could hear the distant sound of a marching band coming up the avenue.",
     "The recipe says to let the dough rest for an hour before shaping it.",
     "At night the city lights shimmer on the surface of the calm, dark water.",
+    "The kettle is on, so the tea will be ready soon.",
+    "Nobody answered the phone, so I left a message.",
+    "The last bus leaves the station at midnight.",
+    "It smelled like rain all afternoon.",
+    "We finally found the keys under the sofa cushion.",
+    "The lecture starts in ten minutes, in the main hall.",
+    "Her dog refuses to walk in the snow.",
+    "The apples from the orchard were sweet and crisp.",
 )
 
-# The bundled voice speaks about 14 to 15 characters per second, so ~150 characters is ~10 s of audio.
-CHARS_PER_SECOND = 14.5
-TEN_SECOND_CHARS = 150
+# Measured: the bundled voice (en_US-joe-medium, default speed) speaks about 19 to 20 characters of this corpus
+# per second, so ~200 characters (three sentences) is ~10 s of audio.
+CHARS_PER_SECOND = 19.3
+TEN_SECOND_CHARS = 200
 # A stride coprime with the corpus size walks every sentence before any repeats, so neighbouring request
 # indices get different sentence mixes (and different lengths) rather than shifted copies of each other.
 _STRIDE = 7
@@ -65,14 +74,15 @@ def text_for(index: int, target_chars: int = TEN_SECOND_CHARS, max_sentences: in
     n = len(SENTENCES)
     start = (index * 11) % n
     parts: list[str] = []
-    length = 0
-    k = 0
-    # Whole sentences only, so the prosody is natural; stop once close enough to the target.
-    while len(parts) < max_sentences and (len(parts) < 2 or length < target_chars - 25):
+    length = -1  # no space before the first sentence
+    for k in range(max_sentences):
         sentence = SENTENCES[(start + k * _STRIDE) % n]
+        longer = length + 1 + len(sentence)
+        # Whole sentences only, so the prosody is natural; stop when one more would land farther from the target.
+        if len(parts) >= 2 and abs(longer - target_chars) >= abs(length - target_chars):
+            break
         parts.append(sentence)
-        length += len(sentence) + 1
-        k += 1
+        length = longer
     return " ".join(parts)
 
 

@@ -1,8 +1,224 @@
-"""placeholder"""
+"""``chorus bench``: start each system in turn, load it over real HTTP on 127.0.0.1, compare, write the results."""
+
+from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
+import platform
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+from chorus.bench.output import render_text, write_files
+from chorus.bench.report import capacities, median_of, ratios, summarize_all
+from chorus.bench.servers import SYSTEMS, Server, describe, running
+from chorus.bench.workloads import MAX_REQUESTS, Measurement, measure, wait_idle, warm_up
+from chorus.errors import ChorusError
+
+WORKLOADS = ("burst", "live")
+# Past this TTFA p95 (or a quarter of requests failing) a system is saturated: larger N would only queue longer,
+# so they are skipped to keep the run bounded; capacity is unaffected because they could not pass either.
+SATURATED_TTFA_S = 10.0
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+Results = dict[str, dict[str, dict[int, list[Measurement]]]]
 
 
-def add_bench_arguments(p: argparse.ArgumentParser) -> None: ...
+def _sizes(value: str) -> list[int]:
+    try:
+        sizes = sorted({int(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of integers") from None
+    if not sizes or sizes[0] < 1 or sizes[-1] > MAX_REQUESTS:
+        raise argparse.ArgumentTypeError(f"sizes must be between 1 and {MAX_REQUESTS}")
+    return sizes
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--systems", type=_names, help=f"comma-separated, from {','.join(SYSTEMS)} (default: all)")
+    p.add_argument("--workloads", type=_names, default=list(WORKLOADS), help="burst,live (default: both)")
+    p.add_argument("--burst-sizes", type=_sizes, default=[1, 8, 16], help="requests sent at once (default 1,8,16)")
+    p.add_argument("--live-streams", type=_sizes, default=[8, 16, 24, 32], help="concurrent live streams")
+    p.add_argument("--window-s", type=float, default=30.0, help="seconds over which live streams arrive (30)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each measurement; medians are reported")
+    p.add_argument("--timeout-s", type=float, default=60.0, help="per-request limit, queueing included (60)")
+    p.add_argument("--out", default="bench/results", help="folder for the JSON, markdown and PNG results")
+    p.add_argument("--quick", action="store_true", help="CI smoke run: burst 1,4; live 4 over a 6 s window")
+    p.add_argument("--url", help="benchmark this already-running chorus (127.0.0.1 only) instead of starting one")
+    p.add_argument("--chorus-args", default="", help='extra flags for "chorus serve", e.g. "--max-slots 32"')
+    p.add_argument("--no-skip", action="store_true", help="measure every N even after a system saturates")
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    systems: list[str] = args.systems or (["chorus"] if args.url else list(SYSTEMS))
+    for name in systems:
+        if name not in SYSTEMS:
+            raise ChorusError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
+    for name in args.workloads:
+        if name not in WORKLOADS:
+            raise ChorusError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
+    if args.url and urlsplit(args.url).hostname not in LOOPBACK_HOSTS:
+        raise ChorusError(f"--url must point at this machine (127.0.0.1), not {args.url}")
+    if not (1 <= args.repeats <= 20 and 0 < args.window_s <= 600 and 1 <= args.timeout_s <= 600):
+        raise ChorusError("need 1 <= --repeats <= 20, 0 < --window-s <= 600 and 1 <= --timeout-s <= 600")
+    quick = bool(args.quick)
+    return {
+        "systems": list(dict.fromkeys(systems)),
+        "workloads": [w for w in WORKLOADS if w in args.workloads],
+        "burst_sizes": [1, 4] if quick else args.burst_sizes,
+        "live_streams": [4] if quick else args.live_streams,
+        "window_s": 6.0 if quick else args.window_s,
+        "repeats": 1 if quick else args.repeats,
+        "timeout_s": args.timeout_s,
+        "quick": quick,
+        "url": args.url,
+        "chorus_args": shlex.split(args.chorus_args),
+        "skip_saturated": not args.no_skip,
+        "out": str(args.out),
+    }
+
+
+def _machine() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+        "versions": {d: ver(d) for d in ("chorus-tts", "piper-tts", "onnxruntime", "httpx")},
+    }
+
+
+def _saturated(runs: list[Measurement]) -> bool:
+    row = median_of(runs)
+    p95, errors, requests = row["ttfa_p95_s"], row["errors"] or 0.0, row["requests"] or 1.0
+    return p95 is None or p95 > SATURATED_TTFA_S or errors >= 0.25 * requests
+
+
+def _bench_system(server: Server, cfg: dict[str, Any], results: Results, notes: list[str]) -> None:
+    idle_probe_s = warm_up(server, cfg["timeout_s"])
+    last: Measurement | None = None
+    for workload in cfg["workloads"]:
+        sizes: list[int] = cfg["burst_sizes"] if workload == "burst" else cfg["live_streams"]
+        for i, n in enumerate(sizes):
+            runs = results[workload][server.name].setdefault(n, [])
+            for rep in range(cfg["repeats"]):
+                wait_idle(server, idle_probe_s, last)
+                started = time.monotonic()
+                last = measure(server, workload, n, window_s=cfg["window_s"], timeout_s=cfg["timeout_s"])
+                runs.append(last)
+                p95 = "fail" if last.ttfa_p95_s is None else f"{last.ttfa_p95_s:.3f} s"
+                print(
+                    f"[{server.name}] {workload} N={n} run {rep + 1}/{cfg['repeats']}: {last.ok}/{last.requests} ok, "
+                    f"TTFA p95 {p95}, {last.audio_per_wall_s:.1f} audio-s/s, {last.underruns} underruns "
+                    f"({time.monotonic() - started:.1f} s)",
+                    flush=True,
+                )
+            if cfg["skip_saturated"] and i + 1 < len(sizes) and _saturated(runs):
+                rest = ",".join(map(str, sizes[i + 1 :]))
+                notes.append(f"{server.name}: {workload} N={rest} skipped, already saturated at N={n}")
+                break
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the ``finally`` blocks that stop the servers run either way."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_bench(args: argparse.Namespace) -> int:
-    return 0
+    cfg = _settings(args)
+    started = dt.datetime.now().astimezone()
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(cfg["out"])
+    results: Results = {w: {s: {} for s in cfg["systems"]} for w in cfg["workloads"]}
+    notes: list[str] = []
+    servers: dict[str, Any] = {}
+    interrupted = False
+    machine = _machine()
+    with _sigterm_as_interrupt():
+        try:
+            for system in cfg["systems"]:
+                url = cfg["url"] if system == "chorus" else None
+                print(f"[{system}] " + (f"using {url}" if url else "starting"), flush=True)
+                try:
+                    with running(system, chorus_args=cfg["chorus_args"], log_dir=out_dir / "logs", url=url) as srv:
+                        servers[system] = {"command": describe(srv), "startup_s": round(srv.startup_s, 2)}
+                        print(f"[{system}] ready in {srv.startup_s:.1f} s at {srv.base_url}", flush=True)
+                        _bench_system(srv, cfg, results, notes)
+                except RuntimeError as e:
+                    # One system failing to start should not cost the measurements of the others.
+                    servers[system] = {"error": str(e)}
+                    notes.append(f"{system}: not measured: {str(e).splitlines()[0]}")
+                    print(f"[{system}] {e}", file=sys.stderr, flush=True)
+        except KeyboardInterrupt:
+            interrupted = True
+            notes.append("interrupted: partial results")
+            print("\ninterrupted; servers stopped; writing what was measured", file=sys.stderr, flush=True)
+    machine["loadavg_at_end"] = os.getloadavg()
+    summary = summarize_all(results)
+    reference = "chorus" if "chorus" in cfg["systems"] else cfg["systems"][0]
+    report: dict[str, Any] = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "settings": cfg,
+        "machine": machine,
+        "servers": servers,
+        "reference": reference,
+        "summary": summary,
+        "capacity": capacities(summary) if "live" in cfg["workloads"] else {},
+        "ratios": ratios(summary, reference),
+        "notes": notes,
+        "runs": {
+            w: {s: {n: [m.to_json() for m in runs] for n, runs in by_n.items()} for s, by_n in by_s.items()}
+            for w, by_s in results.items()
+        },
+    }
+    print(render_text(report))
+    measured = any(runs for by_s in results.values() for by_n in by_s.values() for runs in by_n.values())
+    # latest.* always describe the last complete run; a partial one is still kept in its timestamped file.
+    for path in write_files(report, out_dir, stamp, latest=measured and not interrupted):
+        print(f"wrote {path}")
+    return 130 if interrupted else (0 if measured else 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chorus bench", description="load-test chorus against baselines")
+    add_bench_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_bench(args)
+    except ChorusError as e:
+        print(f"chorus bench: {e.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -52,7 +52,9 @@ def median_of(runs: list[Measurement]) -> dict[str, float | None]:
 
 def summarize_all(results: Mapping[str, Mapping[str, Mapping[int, list[Measurement]]]]) -> Summary:
     return {
-        workload: {system: {n: median_of(runs) for n, runs in sorted(by_n.items()) if runs} for system, by_n in sys_.items()}
+        workload: {
+            system: {n: median_of(runs) for n, runs in sorted(by_n.items()) if runs} for system, by_n in sys_.items()
+        }
         for workload, sys_ in results.items()
     }
 
@@ -64,8 +66,10 @@ def passes_live(row: Mapping[str, float | None]) -> bool:
 
 def capacities(summary: Summary) -> dict[str, int]:
     """Largest measured N that passes; 0 when none does."""
-    return {system: max((n for n, row in by_n.items() if passes_live(row)), default=0)
-            for system, by_n in summary.get("live", {}).items()}
+    return {
+        system: max((n for n, row in by_n.items() if passes_live(row)), default=0)
+        for system, by_n in summary.get("live", {}).items()
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -74,7 +78,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def ratios(summary: Summary, reference: str) -> dict[str, Any]:
     """reference/baseline per workload and N: TTFA p95 (below 1 = reference faster) and throughput (above 1 =
-    reference produces more audio per second); and both live capacities."""
+    reference produces more audio per second), both underrun counts; and both live capacities."""
     out: dict[str, Any] = {}
     caps = capacities(summary)
     for workload, by_system in summary.items():
@@ -87,6 +91,7 @@ def ratios(summary: Summary, reference: str) -> dict[str, Any]:
                 n: {
                     "ttfa_p95": _ratio(ref[n]["ttfa_p95_s"], row["ttfa_p95_s"]),
                     "throughput": _ratio(ref[n]["audio_per_wall_s"], row["audio_per_wall_s"]),
+                    "underruns": [ref[n]["underruns"], row["underruns"]],
                 }
                 for n, row in rows.items()
                 if n in ref
@@ -149,21 +154,25 @@ def rows_for(summary: Summary, workload: str) -> tuple[list[str], list[list[str]
 
 
 def ratio_rows(ratio: Mapping[str, Any], reference: str, workload: str) -> tuple[list[str], list[list[str]]]:
-    header = ["baseline", "N", f"TTFA p95 {reference}/baseline", f"throughput {reference}/baseline"]
-    rows = [
-        [base, str(n), fmt_ratio(r["ttfa_p95"]), fmt_ratio(r["throughput"])]
-        for base, entry in ratio.items()
-        for n, r in entry.get(workload, {}).items()
-    ]
+    # Live throughput is set by the arrival rate, not by the server, so live compares first audio and underruns.
+    third = f"throughput {reference}/baseline" if workload == "burst" else f"underruns {reference} vs baseline"
+    header = ["baseline", "N", f"TTFA p95 {reference}/baseline", third]
+    rows = []
+    for base, entry in ratio.items():
+        for n, r in entry.get(workload, {}).items():
+            last = (
+                fmt_ratio(r["throughput"])
+                if workload == "burst"
+                else f"{fmt(r['underruns'][0], 'g')} vs {fmt(r['underruns'][1], 'g')}"
+            )
+            rows.append([base, str(n), fmt_ratio(r["ttfa_p95"]), last])
     return header, rows
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(lines)
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -58,9 +58,11 @@ class Server:
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the server's log; the very last (usually the error) first, so one line says why."""
         if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return "(no log)"
+        tail = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()][-lines:]
+        return "\n".join([tail[-1], "log tail:", *tail]) if tail else "(empty log)"
 
 
 def kind_of(system: str) -> Kind:
@@ -154,9 +156,9 @@ def running(
         with httpx.Client(timeout=2.0) as client:
             while not _ready(client, kind, server.base_url):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{system} exited with {proc.returncode} while starting:\n{server.log_tail()}")
+                    raise RuntimeError(f"{system} exited with {proc.returncode} while starting: {server.log_tail()}")
                 if time.monotonic() - started > startup_timeout_s:
-                    raise RuntimeError(f"{system} was not ready after {startup_timeout_s:.0f} s:\n{server.log_tail()}")
+                    raise RuntimeError(f"{system} not ready after {startup_timeout_s:.0f} s: {server.log_tail()}")
                 time.sleep(0.25)
         server.startup_s = time.monotonic() - started
         yield server

@@ -1,0 +1,141 @@
+"""Render a finished run: the terminal text, ``bench-<time>.json`` + ``latest.json``, ``latest.md``, ``latest.png``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from chorus.bench.report import (
+    CAPACITY_TTFA_P95_S,
+    Summary,
+    markdown_table,
+    ratio_rows,
+    rows_for,
+    text_table,
+)
+
+TITLES = {
+    "burst": "burst: N requests sent at once, ~10 s of speech each",
+    "live": "live: N concurrent real-time streams (one arrives every 10/N s), ~10 s of speech each",
+}
+
+
+def _capacity_line(caps: dict[str, int], sizes: list[int]) -> str:
+    shown = ", ".join(f"{s} {c}" for s, c in caps.items())
+    return (
+        f"capacity (largest N of {sizes} with no underrun, no error and TTFA p95 <= {CAPACITY_TTFA_P95_S:g} s): {shown}"
+    )
+
+
+def render_text(report: dict[str, Any]) -> str:
+    summary: Summary = report["summary"]
+    reference: str = report["reference"]
+    out: list[str] = []
+    for workload in summary:
+        if not any(summary[workload].values()):
+            continue
+        out.append(f"\n== {TITLES[workload]} (median of {report['settings']['repeats']} run(s)) ==")
+        out.append(text_table(*rows_for(summary, workload)))
+        header, rows = ratio_rows(report["ratios"], reference, workload)
+        if rows:
+            favour = "TTFA below 1x and throughput above 1x favour" if workload == "burst" else "TTFA below 1x favours"
+            out.append(f"\n{reference} vs baselines ({favour} {reference}):")
+            out.append(text_table(header, rows))
+        if workload == "live":
+            out.append("\n" + _capacity_line(report["capacity"], report["settings"]["live_streams"]))
+    for note in report["notes"]:
+        out.append(f"note: {note}")
+    return "\n".join(out)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    summary: Summary = report["summary"]
+    reference: str = report["reference"]
+    m, s = report["machine"], report["settings"]
+    out = [
+        f"### chorus bench, {report['started_at']}",
+        "",
+        f"{m['nproc']} CPU cores, Python {m['python']}, {m['platform']}; systems: {', '.join(s['systems'])}; "
+        f"median of {s['repeats']} run(s); TTFA = time from sending a request to its first audio byte.",
+    ]
+    for workload in summary:
+        if not any(summary[workload].values()):
+            continue
+        out += ["", f"**{TITLES[workload]}**", "", markdown_table(*rows_for(summary, workload))]
+        header, rows = ratio_rows(report["ratios"], reference, workload)
+        if rows:
+            out += ["", markdown_table(header, rows)]
+        if workload == "live":
+            out += ["", _capacity_line(report["capacity"], s["live_streams"]) + "."]
+    out += [f"- {note}" for note in report["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def write_plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server or in CI
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    summary: Summary = report["summary"]
+    panels = [
+        ("live", "ttfa_p95_s", "live: TTFA p95 (s)", True),
+        ("live", "underruns", "live: underruns", False),
+        ("burst", "ttfa_p95_s", "burst: TTFA p95 (s)", True),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
+    for ax, (workload, field, title, log_y) in zip(axes, panels, strict=True):
+        for system, by_n in summary.get(workload, {}).items():
+            points = [(n, row[field]) for n, row in by_n.items() if row.get(field) is not None]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", label=system)
+        if workload == "live" and field == "ttfa_p95_s":
+            ax.axhline(CAPACITY_TTFA_P95_S, color="grey", linestyle="--", linewidth=1, label="1 s limit")
+        sizes = sorted({n for by_n in summary.get(workload, {}).values() for n in by_n})
+        if sizes:
+            ax.set_xticks(sizes)  # the measured N only: a fractional N means nothing
+        if log_y and ax.lines:
+            ax.set_yscale("log")
+        elif ax.lines:
+            ax.set_ylim(bottom=0, top=max(1.0, ax.get_ylim()[1]))
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title)
+        ax.set_xlabel("N (concurrent streams)" if workload == "live" else "N (simultaneous requests)")
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(f"chorus bench {report['started_at']} ({report['machine']['nproc']} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")  # explicit: the temporary name has no .png suffix
+    plt.close(fig)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write next to the target and rename, so a reader (or an interrupted run) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_files(report: dict[str, Any], out_dir: Path, stamp: str, *, latest: bool = True) -> list[Path]:
+    """Always the timestamped JSON; the ``latest.*`` files only when asked (a run that measured nothing should
+    not replace the last good results)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=1, allow_nan=False, default=str) + "\n"
+    paths = [out_dir / f"bench-{stamp}.json", out_dir / "latest.json", out_dir / "latest.md"]
+    _atomic_write(paths[0], text)
+    if not latest:
+        return paths[:1]
+    _atomic_write(paths[1], text)
+    _atomic_write(paths[2], render_markdown(report))
+    png = out_dir / "latest.png"
+    tmp = out_dir / "latest.png.tmp"
+    write_plot(report, tmp)
+    os.replace(tmp, png)
+    return [*paths, png]
