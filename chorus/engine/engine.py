@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from chorus.audio.crossfade import Crossfader
 from chorus.engine.metrics import EngineMetrics
+from chorus.engine.pipeline import run_pipelined
 from chorus.engine.request import Request, RequestOutput, RequestStatus
 from chorus.engine.scheduler import Scheduler, SchedulerConfig
 from chorus.errors import (
@@ -145,46 +147,76 @@ class Engine:
     def has_work(self) -> bool:
         return bool(self._inbox or self._aborts or self.scheduler.num_waiting or self.scheduler.running)
 
+    @property
+    def is_pipelined(self) -> bool:
+        """CPU backends with several workers run pipelined (see engine/pipeline.py); the rest in lockstep."""
+        return self.backend.is_compute_bound and self.backend.num_workers > 1 and self.config.mode == "continuous"
+
+    def wait_for_work(self, ready: Callable[[], bool], timeout_s: float = 0.5) -> bool:
+        """Block the engine thread until ``ready()`` or new input (requests, aborts, shutdown)."""
+        with self._cond:
+            while not (ready() or self._inbox or self._aborts or self._stopping):
+                if not self._cond.wait(timeout=timeout_s):
+                    break
+            return not self._stopping or self.has_work()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self.has_work() and not self._stopping:
-                    self._cond.wait(timeout=0.5)
-                if self._stopping and not self.has_work():
-                    return
-            try:
-                self.step()
-            except Exception as e:
-                self._die(e)
-                return
+        try:
+            if self.is_pipelined:
+                run_pipelined(self)
+            else:
+                while self.wait_for_work(self.has_work):
+                    if self.has_work():
+                        self.step()
+        except Exception as e:
+            self._die(e)
 
     def step(self) -> int:
-        """One engine iteration; returns how many slots it advanced."""
+        """One lockstep iteration: schedule → one batched backend call → update. Returns slots advanced."""
+        self.prepare()
+        batch = self.scheduler.pick(self.scheduler.step_budget_s)
+        if not batch:
+            return 0
+        for req in batch:
+            req.in_flight = True
+        outputs, duration = self.execute(batch)
+        self.complete(batch, outputs, duration)
+        return len(batch)
+
+    def prepare(self) -> None:
+        """Take in new requests and aborts, expire late requests, admit and prefill into free slots."""
         now = time.monotonic()
         self._drain()
         for req in self.scheduler.all_requests():
             if req.is_expired(now):
-                self._finish(
-                    req,
-                    RequestStatus.FINISHED_TIMEOUT,
-                    RequestTimeoutError(f"request took longer than {req.timeout_s:g} s"),
-                )
+                error = RequestTimeoutError(f"request took longer than {req.timeout_s:g} s")
+                self._finish(req, RequestStatus.FINISHED_TIMEOUT, error)
         admitted = self.scheduler.admit()
         if admitted:
             self._prefill(admitted)
-        batch = self.scheduler.pick()
-        if not batch:
-            return 0
+
+    def execute(self, batch: list[Request]) -> tuple[list[StepOutput], float]:
+        """The one batched backend call (thread-safe for disjoint batches: pipelined workers call it)."""
         t0 = time.perf_counter()
         outputs = self.backend.step([r.slot for r in batch if r.slot is not None])
-        duration = time.perf_counter() - t0
         if len(outputs) != len(batch):
             raise RuntimeError(f"backend returned {len(outputs)} outputs for {len(batch)} slots")
+        return outputs, time.perf_counter() - t0
+
+    def complete(self, batch: list[Request], outputs: list[StepOutput], duration_s: float) -> None:
+        """Hand a step's outputs to their requests (engine thread only)."""
         samples = 0
         for req, out in zip(batch, outputs, strict=True):
-            samples += self._update(req, out)
-        self.metrics.observe_step(duration, len(batch), samples / self.backend.sample_rate)
-        return len(batch)
+            req.in_flight = False
+            if req.pending_finish is not None:  # aborted or expired while its slot was on a worker
+                self._finish(req, *req.pending_finish)
+            elif not req.status.is_finished:
+                samples += self._update(req, out)
+        self.metrics.observe_step(duration_s, len(batch), samples / self.backend.sample_rate)
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -269,6 +301,9 @@ class Engine:
     def _finish(self, req: Request, status: RequestStatus, error: ChorusError | None) -> None:
         if req.status.is_finished:
             return
+        if req.in_flight:  # a worker holds its slot: finish when the slot comes back
+            req.pending_finish = req.pending_finish or (status, error)
+            return
         self.scheduler.remove(req)
         if req.slot is not None:
             self.backend.release(req.slot)
@@ -291,6 +326,7 @@ class Engine:
             pending = list(self._inbox)
             self._inbox.clear()
         for req in [*self.scheduler.all_requests(), *pending]:
+            req.in_flight = False  # nothing more will come back from the workers
             self._finish(req, RequestStatus.FINISHED_ERROR, dead)
 
     def _eta(self, position: int) -> float:

@@ -66,6 +66,9 @@ class Request:
     num_frames: int = 0
     max_frames: int | None = None
     sequence: int = 0  # arrival order, ties broken by it
+    in_flight: bool = False  # a worker is stepping its slot right now
+    # A finish that arrived while in flight (abort, timeout): applied when the worker hands the slot back.
+    pending_finish: tuple[RequestStatus, ChorusError | None] | None = None
 
     @property
     def request_id(self) -> str:

@@ -65,21 +65,38 @@ class Scheduler:
             admitted.append(req)
         return admitted
 
-    def pick(self) -> list[Request]:
-        """The running requests the next step advances."""
-        ready = [r for r in self.running if r.slot is not None and not r.slot.is_finished]
-        if self.config.step_budget_s is None or self.config.mode == "static":
+    def pick(self, budget_s: float | None = None, *, newcomers_only: bool = False) -> list[Request]:
+        """The running requests the next step advances (none already in flight on a worker).
+
+        ``budget_s``: compute seconds this step may plan (None = every ready slot).
+        ``newcomers_only``: only requests that have no audio yet (the urgent lane).
+        """
+        ready = [
+            r
+            for r in self.running
+            if r.slot is not None
+            and not r.slot.is_finished
+            and not r.in_flight
+            and not (newcomers_only and r.first_audio_time is not None)
+        ]
+        if budget_s is None or self.config.mode == "static":
             return ready
         ready.sort(key=lambda r: (r.deadline(self._sample_rate), -r.priority, r.sequence))
-        budget = self.config.step_budget_s * self.config.num_workers
         picked: list[Request] = []
         spent = 0.0
         for req in ready:
-            if picked and spent >= budget:
+            if picked and spent >= budget_s:
                 break
             spent += self._cost(req.slot) if req.slot is not None else 0.0
             picked.append(req)
         return picked
+
+    @property
+    def step_budget_s(self) -> float | None:
+        """Budget of a lockstep step: the per-worker budget times the workers."""
+        if self.config.step_budget_s is None:
+            return None
+        return self.config.step_budget_s * self.config.num_workers
 
     def remove(self, req: Request) -> None:
         """Take a finished (or aborted) request out of whichever queue holds it."""

@@ -32,7 +32,8 @@ MAX_SEGMENT_PHONEMES = 160
 # Latent frames decoded on each side of a window as context (16 = sample-exact seams, see piper_graph).
 DECODER_CONTEXT_FRAMES = 16
 DEFAULT_FIRST_EMIT_FRAMES = 32  # ≈ 0.37 s of audio
-DEFAULT_EMIT_EVERY_FRAMES = 86  # ≈ 1 s
+DEFAULT_EMIT_EVERY_FRAMES = 86  # ≈ 1 s; later windows double up to MAX_WINDOW_FACTOR times this
+MAX_WINDOW_FACTOR = 3
 
 
 def bundled_voice_path() -> Path:
@@ -63,6 +64,7 @@ class PiperSlot(SlotState):
     segment_index: int = 0
     latent: np.ndarray | None = None  # [1, C, T] of the current segment
     cursor: int = 0  # next frame of the current segment to decode
+    num_windows: int = 0  # windows decoded so far (sets the size of the next one)
 
 
 class _CostModel:
@@ -120,6 +122,7 @@ class PiperBackend:
         )
         self.first_emit_frames = first_emit_frames or DEFAULT_FIRST_EMIT_FRAMES
         self.emit_every_frames = emit_every_frames or DEFAULT_EMIT_EVERY_FRAMES
+        self.max_window_frames = MAX_WINDOW_FACTOR * self.emit_every_frames
         self.num_workers = num_workers or default_num_workers()
         self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="piper")
         self.costs = _CostModel()
@@ -183,7 +186,11 @@ class PiperBackend:
     # -- work ---------------------------------------------------------------------------------------
 
     def _window(self, s: PiperSlot) -> int:
-        return self.first_emit_frames if s.num_frames == 0 else self.emit_every_frames
+        """Frames of the slot's next window: short first, then growing (a window pays 2 x context frames,
+        so longer windows waste less once the stream has audio buffered). Depends on the slot alone."""
+        if s.num_windows == 0:
+            return self.first_emit_frames
+        return min(self.emit_every_frames << (s.num_windows - 1), self.max_window_frames)
 
     def _advance(self, s: PiperSlot) -> StepOutput:
         try:
@@ -208,7 +215,7 @@ class PiperBackend:
         total = latent.shape[2]
         start = s.cursor
         end = min(total, start + self._window(s))
-        if total - end < self.emit_every_frames // 4:  # no crumb of a window left behind
+        if total - end < self._window(s) // 2:  # no crumb of a window left behind
             end = total
         lo, hi = max(0, start - DECODER_CONTEXT_FRAMES), min(total, end + DECODER_CONTEXT_FRAMES)
         t0 = time.perf_counter()
@@ -217,6 +224,7 @@ class PiperBackend:
         audio = np.clip(audio[(start - lo) * self.hop : (end - lo) * self.hop], -1.0, 1.0)
         s.cursor = end
         s.num_frames += end - start
+        s.num_windows += 1
         is_segment_end = end == total
         if is_segment_end:
             s.segment_index += 1

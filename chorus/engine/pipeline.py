@@ -1,0 +1,58 @@
+"""The pipelined engine loop for CPU backends with several workers.
+
+In lockstep, a step waits for its slowest slot while the other cores idle, and a newcomer waits for the
+whole step. Here each worker (lane) takes the most urgent slot(s) as soon as it is free: the cores stay
+busy and a newcomer waits at most for one lane to finish one window. One extra lane takes only
+newcomers (requests with no audio yet) when every regular lane is busy, so first audio never queues
+behind running streams' next chunks; for that short moment the cores are shared by one more thread.
+
+Still one engine thread owns all state: workers only run ``engine.execute`` on disjoint slots, and every
+output is applied here, in arrival order of completions.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chorus.engine.engine import Engine
+    from chorus.engine.request import Request
+    from chorus.models.base import StepOutput
+
+Work = Future[tuple[list["StepOutput"], float]]
+
+
+def run_pipelined(engine: Engine) -> None:
+    lanes = engine.backend.num_workers
+    budget = engine.scheduler.config.step_budget_s
+    in_flight: dict[Work, tuple[list[Request], bool]] = {}  # future → (its slots, is it the newcomer lane)
+
+    def dispatch(pool: ThreadPoolExecutor, batch: list[Request], urgent: bool) -> None:
+        for req in batch:
+            req.in_flight = True
+        future = pool.submit(engine.execute, batch)
+        future.add_done_callback(lambda _: engine.wake())
+        in_flight[future] = (batch, urgent)
+
+    with ThreadPoolExecutor(lanes + 1, thread_name_prefix="chorus-lane") as pool:
+        while True:
+            engine.prepare()
+            for future in [f for f in in_flight if f.done()]:
+                batch, _ = in_flight.pop(future)
+                outputs, duration = future.result()  # a backend failure propagates: the engine dies
+                engine.complete(batch, outputs, duration)
+            engine.prepare()  # requests finished above free slots for waiting ones
+            busy_regular = sum(1 for _, urgent in in_flight.values() if not urgent)
+            while busy_regular < lanes and (batch := engine.scheduler.pick(budget)):
+                dispatch(pool, batch, urgent=False)
+                busy_regular += 1
+            if busy_regular >= lanes and not any(urgent for _, urgent in in_flight.values()):
+                newcomers = engine.scheduler.pick(budget, newcomers_only=True)
+                if newcomers:
+                    dispatch(pool, newcomers, urgent=True)
+            if not in_flight:
+                if not engine.wait_for_work(engine.has_work):
+                    return
+                continue
+            engine.wait_for_work(lambda: any(f.done() for f in in_flight))
