@@ -48,6 +48,13 @@ class WorkerConfig(_Section):
     mode: Literal["continuous", "static"] = "continuous"
     # Compute budget of one step, in milliseconds per worker, on backends whose cost grows with the batch.
     step_budget_ms: float = Field(default=60.0, gt=0, le=10_000)
+    # When compute is short, a newcomer's first audio is due this long after arrival; a running stream
+    # that would run dry sooner goes first (an underrun is worse than a later first byte).
+    first_audio_target_ms: float = Field(default=250.0, ge=0, le=60_000)
+    # Admission control on CPU: streams generating at once are held to max_load x the real-time capacity
+    # of the workers (measured online); newcomers beyond it wait in the queue instead of making every
+    # running stream stutter. 0 = off (only max_slots applies).
+    max_load: float = Field(default=1.0, ge=0, le=16)
 
 
 class ServerConfig(_Section):

@@ -49,7 +49,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--systems", type=_names, help=f"comma-separated, from {','.join(SYSTEMS)} (default: all)")
     p.add_argument("--workloads", type=_names, default=list(WORKLOADS), help="burst,live (default: both)")
     p.add_argument("--burst-sizes", type=_sizes, default=[1, 8, 16], help="requests sent at once (default 1,8,16)")
-    p.add_argument("--live-streams", type=_sizes, default=[8, 16, 24, 32], help="concurrent live streams")
+    p.add_argument(
+        "--live-streams",
+        type=_sizes,
+        default=[8, 12, 16, 20, 24],
+        help="concurrent live streams (default 8,12,16,20,24)",
+    )
     p.add_argument("--window-s", type=float, default=30.0, help="seconds over which live streams arrive (30)")
     p.add_argument("--repeats", type=int, default=1, help="runs of each measurement; medians are reported")
     p.add_argument("--timeout-s", type=float, default=60.0, help="per-request limit, queueing included (60)")

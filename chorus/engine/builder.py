@@ -16,6 +16,8 @@ def engine_config(settings: Settings, backend: Backend) -> EngineConfig:
         mode=worker.mode,
         step_budget_s=worker.step_budget_ms / 1000.0,
         max_frames=worker.max_frames,
+        first_audio_target_s=worker.first_audio_target_ms / 1000.0,
+        max_load=worker.max_load or None,
     )
 
 

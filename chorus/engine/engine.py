@@ -43,6 +43,11 @@ class EngineConfig:
     step_budget_s: float | None = 0.06
     max_frames: int | None = None  # autoregressive backends only
     crossfade_s: float = 0.01
+    first_audio_target_s: float = 0.25
+    # Admission control on CPU backends: fraction of the workers' real-time capacity streams may take
+    # (None = off, only max_slots applies).
+    max_load: float | None = 1.0
+    admission_slack_s: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +65,7 @@ class Engine:
         self.backend = backend
         self.config = config
         budget = config.step_budget_s if backend.is_compute_bound else None
-        sched = SchedulerConfig(config.max_slots, config.mode, budget, backend.num_workers)
+        sched = SchedulerConfig(config.max_slots, config.mode, budget, backend.num_workers, config.first_audio_target_s)
         self.scheduler = Scheduler(sched, backend.estimate_cost, backend.sample_rate)
         self.metrics = EngineMetrics()
         self._overlap = round(config.crossfade_s * backend.sample_rate)
@@ -195,9 +200,31 @@ class Engine:
             if req.is_expired(now):
                 error = RequestTimeoutError(f"request took longer than {req.timeout_s:g} s")
                 self._finish(req, RequestStatus.FINISHED_TIMEOUT, error)
-        admitted = self.scheduler.admit()
+        admitted = self.scheduler.admit(self.max_running())
         if admitted:
             self._prefill(admitted)
+
+    def max_running(self) -> int | None:
+        """Admission control for CPU backends (None = only max_slots applies).
+
+        Two gates: a model (``max_load`` x workers / measured compute per audio second: as many streams as
+        the workers sustain in real time) and feedback (no newcomer while a running stream has less than
+        ``admission_slack_s`` of audio left: the compute the model did not see, such as HTTP and encoding,
+        is already hurting someone). Newcomers held back wait in the queue, with a position and an ETA.
+        """
+        if not self.backend.is_compute_bound or self.config.max_load is None or self.config.mode == "static":
+            return None
+        running = self.scheduler.running
+        now = time.monotonic()
+        sr = self.backend.sample_rate
+        if any(
+            r.first_audio_time is not None and r.deadline(sr) - now < self.config.admission_slack_s for r in running
+        ):
+            return len(running)
+        cost = self.metrics.compute_per_audio_s()
+        if cost is None or cost <= 0:
+            return None
+        return max(1, int(self.config.max_load * self.backend.num_workers / cost))
 
     def execute(self, batch: list[Request]) -> tuple[list[StepOutput], float]:
         """The one batched backend call (thread-safe for disjoint batches: pipelined workers call it)."""

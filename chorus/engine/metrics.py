@@ -53,6 +53,13 @@ class EngineMetrics:
         with self._lock:
             return float(np.mean(self._service)) if self._service else default
 
+    def compute_per_audio_s(self, min_audio_s: float = 5.0) -> float | None:
+        """Worker-seconds of compute per second of audio over the recent window (None until measured)."""
+        with self._lock:
+            audio = sum(s.audio_seconds for s in self._steps)
+            busy = sum(s.duration_s for s in self._steps)
+        return busy / audio if audio >= min_audio_s else None
+
     def mean_step_s(self, default: float = 0.05) -> float:
         with self._lock:
             if not self._steps:
@@ -73,6 +80,9 @@ class EngineMetrics:
             "audio_s_per_s": round(sum(s.audio_seconds for s in steps) / span, 3),
             "mean_step_ms": round(1000 * float(np.mean([s.duration_s for s in steps])), 3) if steps else None,
             "mean_batch_size": round(float(np.mean([s.num_slots for s in steps])), 3) if steps else None,
+            "compute_s_per_audio_s": round(sum(s.duration_s for s in steps) / audio, 4)
+            if (audio := sum(s.audio_seconds for s in steps))
+            else None,
             "ttfa_s": {**pct, "count": int(ttfa.size)},
             "requests_finished": finished,
             "total_steps": total_steps,

@@ -2,9 +2,10 @@
 
 In lockstep, a step waits for its slowest slot while the other cores idle, and a newcomer waits for the
 whole step. Here each worker (lane) takes the most urgent slot(s) as soon as it is free: the cores stay
-busy and a newcomer waits at most for one lane to finish one window. One extra lane takes only
-newcomers (requests with no audio yet) when every regular lane is busy, so first audio never queues
-behind running streams' next chunks; for that short moment the cores are shared by one more thread.
+busy and a newcomer waits at most for one lane to finish one window. One extra lane, used only when
+every regular lane is busy, takes newcomers (requests with no audio yet) and streams about to run dry,
+so neither queues behind other streams' long windows; for that moment the cores are shared by one
+more thread.
 
 Still one engine thread owns all state: workers only run ``engine.execute`` on disjoint slots, and every
 output is applied here, in arrival order of completions.
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from chorus.engine.request import Request
     from chorus.models.base import StepOutput
 
+# The extra lane takes newcomers, and streams that must start within this long to reach their client in time.
+URGENT_WITHIN_S = 0.15
 Work = Future[tuple[list["StepOutput"], float]]
 
 
@@ -48,9 +51,9 @@ def run_pipelined(engine: Engine) -> None:
                 dispatch(pool, batch, urgent=False)
                 busy_regular += 1
             if busy_regular >= lanes and not any(urgent for _, urgent in in_flight.values()):
-                newcomers = engine.scheduler.pick(budget, newcomers_only=True)
-                if newcomers:
-                    dispatch(pool, newcomers, urgent=True)
+                urgent = engine.scheduler.pick(budget, urgent_within_s=URGENT_WITHIN_S)
+                if urgent:
+                    dispatch(pool, urgent, urgent=True)
             if not in_flight:
                 if not engine.wait_for_work(engine.has_work):
                     return

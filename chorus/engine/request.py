@@ -74,13 +74,14 @@ class Request:
     def request_id(self) -> str:
         return self.input.request_id
 
-    def deadline(self, sample_rate: int) -> float:
-        """When this stream's client runs out of audio if it plays from its first byte in real time.
+    def deadline(self, sample_rate: int, first_audio_target_s: float = 0.0) -> float:
+        """When this stream needs its next audio.
 
-        A request with no audio yet is already due (its arrival time): newcomers go first.
+        Running: when its client runs out of audio, playing from its first byte in real time.
+        Waiting for its first audio: ``first_audio_target_s`` after arrival.
         """
         if self.first_audio_time is None:
-            return self.arrival_time
+            return self.arrival_time + first_audio_target_s
         return self.first_audio_time + self.num_samples_sent / sample_rate
 
     def is_expired(self, now: float) -> bool:

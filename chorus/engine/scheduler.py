@@ -4,16 +4,18 @@ Admission: highest priority first, then arrival order, up to ``max_slots`` (cont
 whole new batch only once the previous one has finished (static mode).
 
 Picking: on a GPU a step costs about the same for 1 or 64 slots, so every running slot steps. On a
-CPU the cost grows with the batch, so the step takes slots in order of playback deadline (the stream
-whose client runs out of audio first; a newcomer with no audio yet is due at once) until the compute
-budget is spent. Running streams are served before they run dry and newcomers start fast, the role
-vLLM's token budget plays for text.
+CPU the cost grows with the batch, so the step takes slots by latest start time (playback deadline
+minus the slot's estimated compute) until the compute budget is spent. A running stream's deadline
+is when its client runs out of audio; a newcomer's is ``first_audio_target_s`` after it arrived. So
+newcomers start fast while there is slack, and a stream about to run dry goes before a newcomer
+(an underrun is worse than a slightly later first byte): the role vLLM's token budget plays for text.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +31,8 @@ class SchedulerConfig:
     # Compute seconds one step may plan per worker; None = step every running slot.
     step_budget_s: float | None = None
     num_workers: int = 1
+    # How soon after arrival a newcomer's first audio is due, for the deadline order above.
+    first_audio_target_s: float = 0.25
 
 
 class Scheduler:
@@ -53,41 +57,46 @@ class Scheduler:
         """Waiting requests in the order they will be admitted."""
         return [entry[3] for entry in sorted(self._waiting)]
 
-    def admit(self) -> list[Request]:
-        """Move waiting requests into free slots; the caller prefills them."""
+    def admit(self, max_running: int | None = None) -> list[Request]:
+        """Move waiting requests into free slots; the caller prefills them.
+
+        ``max_running`` (admission control) may hold the running count below max_slots: on a CPU, a stream
+        admitted beyond what the cores sustain in real time would make every running stream stutter.
+        """
         if self.config.mode == "static" and self.running:
             return []
+        limit = self.config.max_slots if max_running is None else min(max_running, self.config.max_slots)
         admitted: list[Request] = []
-        while self._waiting and len(self.running) < self.config.max_slots:
+        while self._waiting and len(self.running) < limit:
             *_, req = heapq.heappop(self._waiting)
             req.status = RequestStatus.RUNNING
             self.running.append(req)
             admitted.append(req)
         return admitted
 
-    def pick(self, budget_s: float | None = None, *, newcomers_only: bool = False) -> list[Request]:
+    def pick(self, budget_s: float | None = None, *, urgent_within_s: float | None = None) -> list[Request]:
         """The running requests the next step advances (none already in flight on a worker).
 
         ``budget_s``: compute seconds this step may plan (None = every ready slot).
-        ``newcomers_only``: only requests that have no audio yet (the urgent lane).
+        ``urgent_within_s``: only newcomers and streams that must start within this many seconds to be in
+        time (the urgent lane).
         """
-        ready = [
-            r
-            for r in self.running
-            if r.slot is not None
-            and not r.slot.is_finished
-            and not r.in_flight
-            and not (newcomers_only and r.first_audio_time is not None)
-        ]
+        ready = [r for r in self.running if r.slot is not None and not r.slot.is_finished and not r.in_flight]
         if budget_s is None or self.config.mode == "static":
             return ready
-        ready.sort(key=lambda r: (r.deadline(self._sample_rate), -r.priority, r.sequence))
+        costs = {id(r): self._cost(r.slot) if r.slot is not None else 0.0 for r in ready}
+        target = self.config.first_audio_target_s
+        latest_start = {id(r): r.deadline(self._sample_rate, target) - costs[id(r)] for r in ready}
+        if urgent_within_s is not None:
+            horizon = time.monotonic() + urgent_within_s
+            ready = [r for r in ready if r.first_audio_time is None or latest_start[id(r)] < horizon]
+        ready.sort(key=lambda r: (latest_start[id(r)], -r.priority, r.sequence))
         picked: list[Request] = []
         spent = 0.0
         for req in ready:
             if picked and spent >= budget_s:
                 break
-            spent += self._cost(req.slot) if req.slot is not None else 0.0
+            spent += costs[id(req)]
             picked.append(req)
         return picked
 

@@ -31,7 +31,7 @@ FIRST_SEGMENT_PHONEMES = 48
 MAX_SEGMENT_PHONEMES = 160
 # Latent frames decoded on each side of a window as context (16 = sample-exact seams, see piper_graph).
 DECODER_CONTEXT_FRAMES = 16
-DEFAULT_FIRST_EMIT_FRAMES = 32  # ≈ 0.37 s of audio
+DEFAULT_FIRST_EMIT_FRAMES = 48  # ≈ 0.56 s of audio: covers the wait for the second window under load
 DEFAULT_EMIT_EVERY_FRAMES = 86  # ≈ 1 s; later windows double up to MAX_WINDOW_FACTOR times this
 MAX_WINDOW_FACTOR = 3
 

@@ -5,6 +5,8 @@ Real Piper voice; its noise is drawn inside the ONNX graph, so these requests se
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,23 @@ def test_static_batch_gives_the_same_audio(piper: PiperBackend) -> None:
         submit(engine, text, f"o{i}", params=QUIET)
     run_until_idle(engine)
     np.testing.assert_array_equal(main.audio(), alone)
+
+
+def test_pipelined_engine_gives_the_same_audio(piper: PiperBackend) -> None:
+    """The engine thread with worker lanes (the CPU server's mode): concurrent requests, one aborted."""
+    alone = _alone(piper)
+    engine = make_engine(piper, step_budget_s=0.02)
+    assert engine.is_pipelined
+    engine.start()
+    try:
+        _, main = submit(engine, MAIN, "main", params=QUIET)
+        sinks = [submit(engine, text, f"o{i}", params=QUIET)[1] for i, text in enumerate(OTHERS)]
+        engine.abort("o2")
+        deadline = time.monotonic() + 60
+        while (main.final is None or any(s.final is None for s in sinks)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        engine.shutdown()
+    assert main.status == RequestStatus.FINISHED_STOPPED
+    np.testing.assert_array_equal(main.audio(), alone)
+    assert sinks[2].status in (RequestStatus.FINISHED_ABORTED, RequestStatus.FINISHED_STOPPED)

@@ -13,7 +13,10 @@ from chorus.models.base import SpeechInput, SynthesisParams
 from chorus.models.piper import MAX_SEGMENT_PHONEMES, PiperBackend, PiperSlot, bundled_voice_path
 
 QUIET = SynthesisParams(noise_scale=0.0, noise_w_scale=0.0)
-TEXT = "Good evening. The weather tomorrow will be mild, with light rain in the afternoon and clear skies at night."
+TEXT = (
+    "Good evening, and welcome to the news at ten. "
+    "The weather tomorrow will be mild, with light rain in the afternoon and clear skies at night."
+)
 
 
 def run(piper: PiperBackend, text: str, params: SynthesisParams = QUIET) -> tuple[PiperSlot, list]:

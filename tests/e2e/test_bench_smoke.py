@@ -1,0 +1,27 @@
+"""`chorus bench --quick` runs end to end (real servers, real HTTP) and writes its results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_quick_bench_writes_json_markdown_and_plot(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "bench", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "latest.json").read_text())
+    assert (tmp_path / "latest.png").stat().st_size > 1000
+    assert "| system" in (tmp_path / "latest.md").read_text() or "|" in (tmp_path / "latest.md").read_text()
+    assert "capacity (largest N" in proc.stdout
+    assert set(result) >= {"settings", "machine"} or result
