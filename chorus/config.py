@@ -25,13 +25,28 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CloneVoiceConfig(_Section):
+    """A cloned voice for a Qwen3-TTS Base model, from a reference recording the operator provides."""
+
+    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    ref_audio: Path
+    # The exact transcript of ref_audio (ICL cloning); without it, speaker-embedding-only cloning.
+    ref_text: str | None = None
+    language: str = "auto"
+
+
 class ModelConfig(_Section):
     # "piper" = the bundled CPU voice (default); a path to another Piper .onnx goes in local_path.
+    # "qwen3" (or any name) with local_path = a Qwen3-TTS folder (HF layout) selects the Qwen3-TTS backend.
     name: str = "piper"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     local_path: Path | None = None
     # CPU workers running the model's slots in parallel; None = one per core.
     num_workers: int | None = Field(default=None, ge=1, le=256)
+    # Qwen3-TTS: weights dtype (auto = bfloat16 on cuda, float32 on cpu) and KV-cache positions per slot.
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = "auto"
+    max_seq_len: int = Field(default=4096, ge=64, le=65_536)
+    voices: list[CloneVoiceConfig] = Field(default_factory=list)
 
 
 class WorkerConfig(_Section):

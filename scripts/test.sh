@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# The Qwen3-TTS backend's stack (CPU torch from the local wheel, transformers, qwen-tts without its extras):
+# its tests build tiny random models and run everywhere.
+bash scripts/install_qwen.sh > /dev/null
 
 ruff check chorus tests bench
 ruff format --check chorus tests bench

@@ -88,6 +88,9 @@ class FakeBackend:
     def estimate_cost(self, slot: SlotState) -> float:
         return self.cost_per_step
 
+    def flush(self, slot: SlotState) -> np.ndarray:
+        return np.zeros(0, np.float32)
+
     def release(self, slot: SlotState) -> None:
         self.released.append(slot.request_id)
 

@@ -290,6 +290,8 @@ class Engine:
         audio = crossfader.push(out.audio, is_segment_end=out.is_segment_end)
         req.num_frames += out.num_frames
         hit_cap = req.max_frames is not None and req.num_frames >= req.max_frames and not out.is_finished
+        if hit_cap and req.slot is not None:  # the runaway guard: take what the backend still holds, stop
+            audio = np.concatenate([audio, crossfader.push(self.backend.flush(req.slot), is_segment_end=False)])
         finished = out.is_finished or hit_cap
         if finished:
             audio = np.concatenate([audio, crossfader.flush()])

@@ -124,6 +124,10 @@ class Backend(Protocol):
         """Estimated compute seconds of this slot's next step (for the scheduler's budget)."""
         ...
 
+    def flush(self, slot: SlotState) -> np.ndarray:
+        """Stop the slot early (the engine's max_frames cap) and return the audio it still holds back."""
+        ...
+
     def release(self, slot: SlotState) -> None:
         """Free what the slot holds (called once, when its request leaves)."""
         ...

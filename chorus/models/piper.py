@@ -177,6 +177,9 @@ class PiperBackend:
             cost += len(s.inp.phoneme_ids[s.segment_index]) * self.costs.per_id
         return cost
 
+    def flush(self, slot: SlotState) -> np.ndarray:
+        return np.zeros(0, dtype=np.float32)  # every window is emitted whole: nothing is held back
+
     def release(self, slot: SlotState) -> None:
         _as_piper(slot).latent = None
 

@@ -1,0 +1,464 @@
+"""A tiny random-weight Qwen3-TTS (12 Hz) model folder for tests: a real checkpoint's layout, special ids and
+frame size, a few million parameters, built in well under a second on a CPU (after the imports).
+
+The folder loads with ``qwen_tts.Qwen3TTSModel.from_pretrained`` (or :func:`load_qwen3`) like a downloaded one::
+
+    config.json, generation_config.json, model.safetensors     talker (+ speaker encoder for kind="base")
+    vocab.json, merges.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json   Qwen2TokenizerFast
+    speech_tokenizer/{config.json, model.safetensors, preprocessor_config.json}   12 Hz codec (Mimi encoder, decoder)
+
+Real: the codec vocabulary (3072: codes 0..2047, specials 2048..3071 with the real pad/bos/eos/think and language
+ids), 16 code groups, 24 kHz and 1920 samples (80 ms) per frame, the prompt template and its special text tokens
+(numbered right after the small vocab: ``TEXT_SPECIAL_IDS``), the nine CustomVoice speakers (at ids ``3000 + i``)
+with Dylan/Eric as dialect speakers, generation_config.json. Everything else is small and random: the audio is
+noise (mean |x| ≈ 0.05, never silence), and a random talker rarely emits EOS: callers cap the frames, or build
+with ``eos_bias``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from chorus.models.qwen3.compat import import_qwen_tts, load_qwen3
+
+SAMPLE_RATE = 24_000
+SAMPLES_PER_FRAME = 1920
+NUM_CODE_GROUPS = 16
+CODEBOOK_SIZE = 2048
+CODEC_VOCAB_SIZE = 3072
+TEXT_VOCAB_SIZE = 1024
+
+CODEC_PAD_ID = 2148
+CODEC_BOS_ID = 2149
+CODEC_EOS_ID = 2150
+CODEC_THINK_ID = 2154
+CODEC_NOTHINK_ID = 2155
+CODEC_THINK_BOS_ID = 2156
+CODEC_THINK_EOS_ID = 2157
+# Language ids as in the released configs (as quoted by third parties; the official repo ships no config.json).
+LANGUAGE_IDS = {
+    "english": 2050,
+    "german": 2053,
+    "spanish": 2054,
+    "chinese": 2055,
+    "japanese": 2058,
+    "french": 2061,
+    "sichuan_dialect": 2062,
+    "korean": 2064,
+    "russian": 2069,
+    "italian": 2070,
+    "portuguese": 2071,
+    "beijing_dialect": 2074,
+}
+CUSTOM_VOICE_SPEAKERS = ("aiden", "dylan", "eric", "ono_anna", "ryan", "serena", "sohee", "uncle_fu", "vivian")
+SPEAKER_IDS = {name: 3000 + i for i, name in enumerate(CUSTOM_VOICE_SPEAKERS)}
+SPEAKER_DIALECTS: dict[str, str | bool] = {name: False for name in CUSTOM_VOICE_SPEAKERS} | {
+    "dylan": "beijing_dialect",
+    "eric": "sichuan_dialect",
+}
+
+# Whole-word BPE merges, so that the template's "assistant" / "user" / "system" are one token each like in Qwen's
+# vocab (the prompt builder slices the template by token position), plus a few common words. "Ġ" is a space.
+MERGED_WORDS = (
+    "assistant",
+    "user",
+    "system",
+    "Ġthe",
+    "Ġand",
+    "Ġof",
+    "Ġto",
+    "Ġin",
+    "Ġis",
+    "Ġit",
+    "Ġyou",
+    "Ġthat",
+    "Ġthis",
+    "Ġwith",
+    "Ġfor",
+    "Hello",
+    "Ġhello",
+    "Ġworld",
+    "The",
+    "ing",
+    "ed",
+)
+# Special text tokens, numbered right after the regular vocab as in Qwen's (151643 = <|endoftext|>, ...).
+TEXT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tts_pad>", "<tts_text_bos>", "<tts_text_eod>")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte → printable character table (byte-level BPE alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def text_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The tiny byte-level BPE: 256 byte tokens, merge chains spelling MERGED_WORDS, then TEXT_SPECIAL_TOKENS."""
+    table = _bytes_to_unicode()
+    vocab = {table[b]: b for b in range(256)}
+    merges: list[tuple[str, str]] = []
+    for word in MERGED_WORDS:
+        for i in range(1, len(word)):
+            left, right = word[:i], word[i]
+            if word[: i + 1] not in vocab:
+                merges.append((left, right))
+                vocab[word[: i + 1]] = len(vocab)
+    for token in TEXT_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    return vocab, merges
+
+
+TEXT_SPECIAL_IDS = {token: text_vocab()[0][token] for token in TEXT_SPECIAL_TOKENS}
+IM_START_ID = TEXT_SPECIAL_IDS["<|im_start|>"]
+IM_END_ID = TEXT_SPECIAL_IDS["<|im_end|>"]
+TTS_PAD_ID = TEXT_SPECIAL_IDS["<tts_pad>"]
+TTS_BOS_ID = TEXT_SPECIAL_IDS["<tts_text_bos>"]
+TTS_EOS_ID = TEXT_SPECIAL_IDS["<tts_text_eod>"]
+
+# Qwen2's pre-tokenizer split pattern (tokenizer.json of Qwen2/Qwen3 models).
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+GENERATION_CONFIG = {
+    "do_sample": True,
+    "repetition_penalty": 1.05,
+    "temperature": 0.9,
+    "top_p": 1.0,
+    "top_k": 50,
+    "subtalker_dosample": True,
+    "subtalker_temperature": 0.9,
+    "subtalker_top_p": 1.0,
+    "subtalker_top_k": 50,
+    "max_new_tokens": 8192,
+}
+SPEAKER_ENCODER_KEYS = (
+    "mel_dim",
+    "enc_dim",
+    "enc_channels",
+    "enc_kernel_sizes",
+    "enc_dilations",
+    "enc_attention_channels",
+    "enc_res2net_scale",
+    "enc_se_channels",
+    "sample_rate",
+)
+
+__all__ = ["build_tiny_model", "load_qwen3"]
+
+TALKER_HIDDEN = 64
+DECODER_GAIN = 0.75  # codec decoder weights: std = gain / sqrt(fan_in); louder gains clip, quieter ones vanish
+DECODER_MEAN_ABS = 0.05  # then scaled so that random codes give this mean |x| (real speech: a few hundredths)
+ENCODER_GAIN = 1.0
+MIMI_CODEBOOK_STD = 0.01  # small next to the encoder's features: codes follow the input instead of the norms
+EOS_CHANNEL_VALUE = 1.0  # see _apply_eos_bias
+
+
+def talker_config(kind: str) -> dict[str, Any]:
+    return {
+        "vocab_size": CODEC_VOCAB_SIZE,
+        "hidden_size": TALKER_HIDDEN,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "max_position_embeddings": 32768,
+        "initializer_range": 0.02,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1_000_000,
+        # head_dim 16 → 8 rotary frequencies (the real 128 uses [24, 20, 20]); the 3 streams are identical anyway.
+        "rope_scaling": {"mrope_section": [4, 2, 2], "interleaved": True, "rope_type": "default"},
+        "attention_bias": False,
+        "use_sliding_window": False,
+        "num_code_groups": NUM_CODE_GROUPS,
+        "text_hidden_size": 32,
+        "text_vocab_size": TEXT_VOCAB_SIZE,
+        "codec_eos_token_id": CODEC_EOS_ID,
+        "codec_think_id": CODEC_THINK_ID,
+        "codec_nothink_id": CODEC_NOTHINK_ID,
+        "codec_think_bos_id": CODEC_THINK_BOS_ID,
+        "codec_think_eos_id": CODEC_THINK_EOS_ID,
+        "codec_pad_id": CODEC_PAD_ID,
+        "codec_bos_id": CODEC_BOS_ID,
+        "codec_language_id": dict(LANGUAGE_IDS),
+        "spk_id": dict(SPEAKER_IDS) if kind == "custom_voice" else {},
+        "spk_is_dialect": dict(SPEAKER_DIALECTS) if kind == "custom_voice" else {},
+        "code_predictor_config": {
+            "vocab_size": CODEBOOK_SIZE,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "hidden_act": "silu",
+            "max_position_embeddings": 65536,
+            "initializer_range": 0.02,
+            "rms_norm_eps": 1e-6,
+            "rope_theta": 1_000_000,
+            "num_code_groups": NUM_CODE_GROUPS,
+        },
+    }
+
+
+def speaker_encoder_config() -> dict[str, Any]:
+    return {
+        "mel_dim": 128,  # fixed: extract_speaker_embedding always computes 128 mel bins
+        "enc_dim": TALKER_HIDDEN,  # the x-vector takes a codec-embedding slot, so it has the talker's width
+        "enc_channels": [32, 32, 32, 32, 96],
+        "enc_kernel_sizes": [5, 3, 3, 3, 1],
+        "enc_dilations": [1, 2, 3, 4, 1],
+        "enc_attention_channels": 16,
+        "enc_res2net_scale": 4,
+        "enc_se_channels": 16,
+        "sample_rate": SAMPLE_RATE,
+    }
+
+
+def speech_tokenizer_config() -> dict[str, Any]:
+    return {
+        "encoder_valid_num_quantizers": NUM_CODE_GROUPS,
+        "input_sample_rate": SAMPLE_RATE,
+        "output_sample_rate": SAMPLE_RATE,
+        "decode_upsample_rate": SAMPLES_PER_FRAME,
+        "encode_downsample_rate": SAMPLES_PER_FRAME,
+        "decoder_config": {
+            "codebook_size": CODEBOOK_SIZE,
+            "codebook_dim": 64,
+            "hidden_size": 32,
+            "latent_dim": 32,
+            "max_position_embeddings": 8000,
+            "rope_theta": 10000,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "attention_bias": False,
+            "sliding_window": 72,
+            "intermediate_size": 64,
+            "hidden_act": "silu",
+            "layer_scale_initial_scale": 0.01,
+            "rms_norm_eps": 1e-5,
+            "num_hidden_layers": 1,
+            "num_quantizers": NUM_CODE_GROUPS,
+            "upsample_rates": [8, 5, 4, 3],  # x upsampling_ratios [2, 2] = 1920 samples per frame
+            "upsampling_ratios": [2, 2],
+            "decoder_dim": 64,
+            "attention_dropout": 0.0,
+        },
+        "encoder_config": {  # transformers.MimiConfig: 24 kHz, 960x conv downsampling, then 2x → 12.5 Hz
+            "sampling_rate": SAMPLE_RATE,
+            "frame_rate": 12.5,
+            "audio_channels": 1,
+            "hidden_size": 32,
+            "num_filters": 4,
+            "num_residual_layers": 1,
+            "upsampling_ratios": [8, 6, 5, 4],
+            "kernel_size": 7,
+            "last_kernel_size": 3,
+            "residual_kernel_size": 3,
+            "dilation_growth_rate": 2,
+            "use_causal_conv": True,
+            "pad_mode": "constant",
+            "compress": 2,
+            "trim_right_ratio": 1.0,
+            "codebook_size": CODEBOOK_SIZE,
+            "codebook_dim": 16,
+            "num_quantizers": NUM_CODE_GROUPS,
+            "use_conv_shortcut": False,
+            "vector_quantization_hidden_dimension": 16,
+            "num_semantic_quantizers": 1,
+            "upsample_groups": 32,
+            "num_hidden_layers": 1,
+            "intermediate_size": 64,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "hidden_act": "gelu",
+            "max_position_embeddings": 8000,
+            "initializer_range": 0.02,
+            "norm_eps": 1e-5,
+            "use_cache": False,
+            "rope_theta": 10000.0,
+            "sliding_window": 250,
+            "attention_dropout": 0.0,
+            "layer_scale_initial_scale": 0.01,
+            "attention_bias": False,
+        },
+    }
+
+
+def build_tiny_model(
+    out_dir: Path,
+    *,
+    kind: Literal["custom_voice", "base"] = "custom_voice",
+    seed: int = 0,
+    eos_bias: float | None = None,
+    model_size: Literal["0b6", "1b7"] = "1b7",
+) -> Path:
+    """Write a tiny random Qwen3-TTS model folder to ``out_dir`` (created if needed) and return it.
+
+    The same ``seed`` gives the same weights (the global torch RNG is left as it was).
+
+    ``eos_bias`` adds roughly that much to the EOS logit on every step (see :func:`_apply_eos_bias`); the other
+    code-0 logits of a random talker are all close to 0. Greedy decoding then stops as early as qwen_tts allows
+    (2 sampled tokens = 2 frames) for a bias of 1 or more; with the default sampling (top-k 50, temperature 0.9)
+    requests end after a random number of frames (measured: bias 3 → 5..16, bias 5 → 2..5). None leaves the talker
+    purely random: it then practically never emits EOS, and max_new_tokens decides the length.
+    ``model_size`` only sets ``tts_model_size``: qwen_tts drops ``instruct`` for "0b6" CustomVoice models.
+    """
+    if kind not in ("custom_voice", "base"):
+        raise ValueError(f"kind must be 'custom_voice' or 'base', not {kind!r}")
+    import_qwen_tts()
+    import torch
+    from qwen_tts.core import Qwen3TTSTokenizerV2Config, Qwen3TTSTokenizerV2Model
+    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = Qwen3TTSConfig(
+        talker_config=talker_config(kind),
+        speaker_encoder_config=speaker_encoder_config(),
+        tokenizer_type="qwen3_tts_tokenizer_12hz",
+        tts_model_size=model_size,
+        tts_model_type=kind,
+        im_start_token_id=IM_START_ID,
+        im_end_token_id=IM_END_ID,
+        tts_pad_token_id=TTS_PAD_ID,
+        tts_bos_token_id=TTS_BOS_ID,
+        tts_eos_token_id=TTS_EOS_ID,
+    )
+    st_config = Qwen3TTSTokenizerV2Config(**speech_tokenizer_config())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen3TTSForConditionalGeneration(config).eval()
+        speech_tokenizer = Qwen3TTSTokenizerV2Model(st_config).eval()
+        with torch.no_grad():
+            _randomize_codec(speech_tokenizer)
+            if eos_bias is not None:
+                _apply_eos_bias(model, eos_bias)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    _fix_config_json(out_dir / "config.json")
+    (out_dir / "generation_config.json").write_text(json.dumps(GENERATION_CONFIG, indent=2) + "\n")
+    _save_text_tokenizer(out_dir)
+    st_dir = out_dir / "speech_tokenizer"
+    speech_tokenizer.save_pretrained(st_dir, safe_serialization=True)
+    _save_feature_extractor(st_dir)
+    return out_dir
+
+
+def _fix_config_json(path: Path) -> None:
+    """save_pretrained dumps the speaker-encoder config with PretrainedConfig's generic keys, which its __init__
+    (no **kwargs) then rejects on load: keep only its real keys."""
+    data = json.loads(path.read_text())
+    data["speaker_encoder_config"] = {k: data["speaker_encoder_config"][k] for k in SPEAKER_ENCODER_KEYS}
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _init_gain(module: Any, gain: float) -> None:
+    """Re-initialise every conv / linear weight in ``module`` as N(0, gain² / fan_in) (torch's fan_in), biases 0."""
+    import torch
+    from torch import nn
+
+    for m in module.modules():
+        if isinstance(m, nn.Conv1d | nn.ConvTranspose1d | nn.Linear):
+            weight = m.weight
+            fan_in = weight.shape[1] * (weight.shape[2] if weight.dim() == 3 else 1)
+            weight.normal_(0.0, gain / math.sqrt(fan_in))
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+
+
+def _randomize_codec(speech_tokenizer: Any) -> None:
+    """A freshly initialised codec has all-zero codebooks (silence out, code 0 for any input): fill them, and set
+    the decoder's gains so that random codes decode to noise of mean |x| = DECODER_MEAN_ABS."""
+    import torch
+
+    decoder = speech_tokenizer.decoder
+    _init_gain(decoder, DECODER_GAIN)
+    for m in decoder.modules():
+        if hasattr(m, "embedding_sum") and hasattr(m, "cluster_usage"):  # qwen_tts EuclideanCodebook
+            m.embedding_sum.normal_(0.0, 1.0)
+            m.cluster_usage.fill_(1.0)
+    # The level compounds over ~30 random layers (0.75 gives 0.016..0.035 across seeds): rescale the last conv,
+    # which is linear before the final clamp, using fixed random codes.
+    last_conv = decoder.decoder[-1].conv
+    codes = torch.randint(0, CODEBOOK_SIZE, (2, NUM_CODE_GROUPS, 25), generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        level = float(decoder(codes).abs().mean())
+        if level > 0:
+            last_conv.weight.mul_(DECODER_MEAN_ABS / level)
+    encoder = speech_tokenizer.encoder
+    _init_gain(encoder, ENCODER_GAIN)
+    for m in encoder.modules():
+        if hasattr(m, "embed_sum") and hasattr(m, "cluster_usage"):  # transformers MimiEuclideanCodebook
+            m.embed_sum.normal_(0.0, MIMI_CODEBOOK_STD)
+            m.cluster_usage.fill_(1.0)
+            if hasattr(m, "_embed"):
+                m._embed = None  # cached embed_sum / cluster_usage
+
+
+def _apply_eos_bias(model: Any, eos_bias: float) -> None:
+    """Give the EOS logit an (approximately) constant offset of ``eos_bias``.
+
+    ``codec_head`` has no bias, so the offset rides on a constant hidden channel: channel 0 of every codec
+    embedding and of the text projection's output is set to ``EOS_CHANNEL_VALUE``, which dominates that channel
+    of the residual stream, so after the final RMSNorm it is ≈ sqrt(hidden) on every step. Channel 0 of the
+    codec_head rows is zeroed except for EOS, whose weight is ``eos_bias / sqrt(hidden)``.
+    """
+    talker = model.talker
+    hidden = talker.config.hidden_size
+    talker.model.codec_embedding.weight[:, 0] = EOS_CHANNEL_VALUE
+    talker.text_projection.linear_fc2.bias[0] = EOS_CHANNEL_VALUE
+    head = talker.codec_head.weight
+    head[:, 0] = 0.0
+    head[CODEC_EOS_ID, 0] = eos_bias / math.sqrt(hidden)
+
+
+def _save_text_tokenizer(out_dir: Path) -> None:
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import Qwen2TokenizerFast
+
+    vocab, merges = text_vocab()
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    specials = list(TEXT_SPECIAL_TOKENS)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    tokenizer_class: Any = Qwen2TokenizerFast  # untyped constructor
+    fast = tokenizer_class(
+        tokenizer_object=tok,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=[t for t in specials if t not in ("<|endoftext|>", "<|im_end|>")],
+        errors="replace",
+        clean_up_tokenization_spaces=False,
+        split_special_tokens=False,
+        model_max_length=131072,
+    )
+    fast.save_pretrained(out_dir)
+
+
+def _save_feature_extractor(st_dir: Path) -> None:
+    from transformers import EncodecFeatureExtractor
+
+    EncodecFeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0).save_pretrained(st_dir)

@@ -1,0 +1,106 @@
+"""A real `chorus serve` on tiny random Qwen3-TTS models saved to a temp folder (CustomVoice and Base cloning)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the qwen extra is not installed (scripts/install_qwen.sh)")
+pytest.importorskip("transformers", reason="the qwen extra is not installed (scripts/install_qwen.sh)")
+
+from chorus.models.qwen3.tiny import build_tiny_model
+from tests.e2e.conftest import Server, start_server, stop_server
+from tests.models.qwen3.conftest import reference_audio
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def custom_voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("qwen3-cv-server")
+    model = build_tiny_model(root / "model", kind="custom_voice", seed=0)
+    config = {"model": {"name": "qwen3", "local_path": str(model)}, "worker": {"max_frames": 30, "max_slots": 4}}
+    server = start_server(root, config)
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def base_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("qwen3-base-server")
+    model = build_tiny_model(root / "model", kind="base", seed=1)
+    # The reference arrives as an 8 kHz file: the server decodes and resamples it to 24 kHz itself.
+    ref = write_wav(root / "ref.wav", reference_audio(seconds=3.0)[::3][: 16_000 * 3], 8_000)
+    voices = [{"id": "narrator", "ref_audio": str(ref), "ref_text": "This is the narrator speaking clearly."}]
+    config = {"model": {"name": "qwen3", "local_path": str(model), "voices": voices}, "worker": {"max_frames": 30}}
+    server = start_server(root, config)
+    yield server
+    stop_server(server)
+
+
+def speech(server: Server, **body: object) -> httpx.Response:
+    payload = {"model": "qwen3", "input": "Hello there, from a tiny model.", "response_format": "pcm", **body}
+    return httpx.post(f"{server.url}/v1/audio/speech", json=payload, timeout=120)
+
+
+def test_custom_voice_speakers_models_and_speech(custom_voice_server: Server) -> None:
+    voices = {v["id"] for v in httpx.get(f"{custom_voice_server.url}/v1/voices", timeout=10).json()["voices"]}
+    assert {"aiden", "dylan", "eric", "ono_anna", "ryan", "serena", "sohee", "uncle_fu", "vivian"} <= voices
+    models = httpx.get(f"{custom_voice_server.url}/v1/models", timeout=10).json()["data"]
+    assert models[0]["id"] == "qwen3" and models[0]["sample_rate"] == 24_000
+    response = speech(custom_voice_server, voice="vivian")
+    assert response.status_code == 200, response.text
+    audio = np.frombuffer(response.content, "<i2")
+    assert audio.size == 30 * 1920  # max_frames frames of 80 ms at 24 kHz: the random model never says EOS
+    assert np.abs(audio).max() > 100
+    assert speech(custom_voice_server, voice="nobody").status_code == 400
+
+
+def test_custom_voice_sse_routes_stream_chunks(custom_voice_server: Server) -> None:
+    response = httpx.post(
+        f"{custom_voice_server.url}/v1/tts/generate", json={"text": "Streaming chunks.", "voice": "ryan"}, timeout=120
+    )
+    events = [block for block in response.text.strip().split("\n\n")]
+    audio_events = [json.loads(b.split("data: ", 1)[1]) for b in events if b.startswith("event: audio")]
+    assert len(audio_events) >= 3  # the first chunk early, then every emit_every_frames
+    total = sum(len(base64.b64decode(e["audio"])) for e in audio_events) // 2
+    assert total == 30 * 1920
+    with httpx.stream(
+        "POST",
+        f"{custom_voice_server.url}/v1/audio/speech",
+        json={
+            "model": "tts-1",
+            "input": "Sse please.",
+            "voice": "ryan",
+            "response_format": "pcm",
+            "stream_format": "sse",
+        },
+        timeout=120,
+    ) as r:
+        deltas = [line for line in r.iter_lines() if "speech.audio.delta" in line]
+    assert len(deltas) >= 3
+
+
+def test_cloned_voice_from_a_reference_wav(base_server: Server) -> None:
+    voices = [v["id"] for v in httpx.get(f"{base_server.url}/v1/voices", timeout=10).json()["voices"]]
+    assert voices == ["narrator"]
+    response = speech(base_server, voice="narrator", language="english")
+    assert response.status_code == 200, response.text
+    audio = np.frombuffer(response.content, "<i2")
+    assert audio.size == 30 * 1920 and np.abs(audio).max() > 100
