@@ -92,6 +92,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_bench_qwen3(args: argparse.Namespace) -> int:
+    from chorus.bench.qwen3 import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chorus", description="Continuous-batching text-to-speech server")
     parser.add_argument("--version", action="version", version=f"chorus {__version__}")
@@ -124,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="load-test chorus against baselines over real HTTP")
     add_bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+
+    from chorus.bench.qwen3 import add_arguments as add_qwen3_arguments
+
+    qwen3 = sub.add_parser("bench-qwen3", help="Qwen3-TTS engine vs the library's generate() (needs the qwen extra)")
+    add_qwen3_arguments(qwen3)
+    qwen3.set_defaults(func=cmd_bench_qwen3)
     return parser
 
 

@@ -10,9 +10,11 @@ into its text rows, its own sampling parameters and RNG. Prompts come from the l
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ SAMPLES_PER_FRAME = 1920  # 12.5 frames per second
 DEFAULT_FIRST_EMIT_FRAMES = 3
 DEFAULT_EMIT_EVERY_FRAMES = 6
 DECODE_CONTEXT_FRAMES = 25  # the library's own left context (chunked_decode)
+MAX_CHUNK_FACTOR = 4
 # Runaway guard besides max_frames: speech never needs this many frames per character of text.
 FRAMES_PER_CHAR = 4.0
 MIN_FRAME_BUDGET = 32
@@ -130,6 +133,8 @@ class Qwen3Backend:
         self._capture = PromptCapture(self.talker)
         self._speakers = sorted((getattr(tcfg, "spk_id", None) or {}).keys())
         self._clones: dict[str, tuple[CloneVoice, Any]] = {}
+        # Benchmarks set this: seconds spent inside model forwards (talker, code predictor, codec), synchronised.
+        self.forward_seconds: dict[str, float] | None = None
         for voice in clone_voices:
             self.add_clone_voice(voice)
 
@@ -229,7 +234,6 @@ class Qwen3Backend:
         with torch.inference_mode():
             frames, hidden = self._advance(batch)
             code0 = self._sample_code0(self.talker.codec_head(hidden), batch)
-        outputs = []
         for i, slot in enumerate(batch):
             slot.length += 1
             slot.step += 1
@@ -242,8 +246,8 @@ class Qwen3Backend:
             slot.history.append(slot.code0)
             over = slot.num_frames >= slot.frame_budget or slot.length + 1 >= self.cache.max_len
             slot.is_finished = slot.code0 == self.eos or over
-            outputs.append(StepOutput(self._emit(slot), 1, slot.is_finished))
-        return outputs
+        audio = self._emit(batch)
+        return [StepOutput(audio[i], 1, slot.is_finished) for i, slot in enumerate(batch)]
 
     def estimate_cost(self, slot: SlotState) -> float:
         return 0.0
@@ -251,7 +255,7 @@ class Qwen3Backend:
     def flush(self, slot: SlotState) -> np.ndarray:
         s = _as_qwen(slot)
         s.is_finished = True
-        return self._emit(s)
+        return self._emit([s])[0]
 
     def release(self, slot: SlotState) -> None:
         s = _as_qwen(slot)
@@ -293,10 +297,29 @@ class Qwen3Backend:
         self._num_rows += 1
         return slot
 
+    @contextlib.contextmanager
+    def _timed(self, part: str) -> Iterator[None]:
+        if self.forward_seconds is None:
+            yield
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.forward_seconds[part] = self.forward_seconds.get(part, 0.0) + time.perf_counter() - t0
+
     def _talker(
         self, x: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, read_len: int
     ) -> torch.Tensor:
         """The talker's layers over our cache: x [B, S, H] at per-slot positions [B, S]; returns normed [B, S, H]."""
+        with self._timed("talker"):
+            return self._talker_layers(x, rows, positions, mask, read_len)
+
+    def _talker_layers(
+        self, x: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, read_len: int
+    ) -> torch.Tensor:
         self.cache.bind(rows, positions, read_len)
         model = self.talker.model
         position_embeddings = model.rotary_emb(x, positions[None].expand(3, -1, -1))
@@ -311,7 +334,8 @@ class Qwen3Backend:
         code0 = torch.tensor([s.code0 for s in batch], device=self.device)
         past = torch.stack([s.past_hidden for s in batch if s.past_hidden is not None])
         embed0 = self.talker.get_input_embeddings()(code0)  # [n, H]
-        rest = self._predict_codebooks(torch.stack([past, embed0], dim=1), batch)  # [n, 15]
+        with self._timed("code_predictor"):
+            rest = self._predict_codebooks(torch.stack([past, embed0], dim=1), batch)  # [n, 15]
         frames = torch.cat([code0[:, None], rest], dim=1)  # [n, 16]
         tables = self.predictor.get_input_embeddings()
         summed = embed0 + sum(tables[i](rest[:, i]) for i in range(self.num_groups - 1))
@@ -351,25 +375,43 @@ class Qwen3Backend:
                 logits[i, self.eos] = float("-inf")
         return sample_rows(logits, [s.talker_sampling for s in batch], [s.generator for s in batch])
 
-    def _emit(self, slot: Qwen3Slot) -> np.ndarray:
-        """Decode the slot's pending frames when a chunk is due (or at the end), with left context."""
-        due = self.first_emit_frames if slot.num_emits == 0 else self.emit_every_frames
-        if not slot.pending or (len(slot.pending) < due and not slot.is_finished):
-            return np.zeros(0, dtype=np.float32)
-        context = slot.context[-DECODE_CONTEXT_FRAMES:]
-        codes = torch.stack(context + slot.pending)  # [T, 16]
-        with torch.inference_mode():
-            wav = self._decode(codes)
-        audio = wav[len(context) * SAMPLES_PER_FRAME :]
-        slot.context = (context + slot.pending)[-DECODE_CONTEXT_FRAMES:]
-        slot.pending = []
-        slot.num_emits += 1
-        return audio
+    def _chunk_frames(self, slot: Qwen3Slot) -> int:
+        """Frames in the slot's next chunk: short first, then emit_every_frames, doubling up to MAX_CHUNK_FACTOR
+        times it (each chunk re-decodes DECODE_CONTEXT_FRAMES of context: longer chunks once the client has a
+        buffer waste less codec work)."""
+        if slot.num_emits == 0:
+            return self.first_emit_frames
+        return min(self.emit_every_frames << (slot.num_emits - 1), MAX_CHUNK_FACTOR * self.emit_every_frames)
 
-    def _decode(self, codes: torch.Tensor) -> np.ndarray:
-        decoder = self.model.speech_tokenizer.model.decoder
-        wav = decoder(codes.T[None].long().to(self.device))  # [1, 1, T * 1920]
-        return np.asarray(wav.reshape(-1).float().clamp(-1, 1).cpu().numpy(), dtype=np.float32)
+    def _emit(self, batch: list[Qwen3Slot]) -> list[np.ndarray]:
+        """Decode the pending frames of every slot whose chunk is due (or that finished), in ONE codec call.
+
+        Each slot's codes are its last decoded frames (left context) then its new ones; shorter rows are padded
+        on the right, which a causal decoder never looks at, so a slot's audio does not depend on its batch.
+        """
+        audio = [np.zeros(0, dtype=np.float32) for _ in batch]
+        due = [
+            i for i, s in enumerate(batch) if s.pending and (s.is_finished or len(s.pending) >= self._chunk_frames(s))
+        ]
+        if not due:
+            return audio
+        contexts = [batch[i].context[-DECODE_CONTEXT_FRAMES:] for i in due]
+        rows = [torch.stack(ctx + batch[i].pending) for i, ctx in zip(due, contexts, strict=True)]  # [T_i, 16]
+        longest = max(r.shape[0] for r in rows)
+        codes = torch.zeros(len(rows), self.num_groups, longest, dtype=torch.long, device=self.device)
+        for j, r in enumerate(rows):
+            codes[j, :, : r.shape[0]] = r.T.long()
+        with torch.inference_mode(), self._timed("codec"):
+            wav = self.model.speech_tokenizer.model.decoder(codes)  # [k, 1, longest * 1920]
+        wav = wav.reshape(len(rows), -1).float().clamp(-1, 1).cpu().numpy()
+        for j, i in enumerate(due):
+            slot, ctx = batch[i], contexts[j]
+            start, end = len(ctx) * SAMPLES_PER_FRAME, rows[j].shape[0] * SAMPLES_PER_FRAME
+            audio[i] = np.asarray(wav[j, start:end], dtype=np.float32)
+            slot.context = (ctx + slot.pending)[-DECODE_CONTEXT_FRAMES:]
+            slot.pending = []
+            slot.num_emits += 1
+        return audio
 
 
 def _text_row(slot: Qwen3Slot) -> torch.Tensor:

@@ -299,6 +299,49 @@ def speech_tokenizer_config() -> dict[str, Any]:
     }
 
 
+# Real shapes of the public checkpoints (Qwen3-TTS-12Hz-1.7B / -0.6B config.json as quoted by public ports of
+# the model; see bench/README.md): same FLOPs per frame as the real models, random weights. The text vocabulary
+# stays the tiny one (an embedding lookup; it does not change the per-step cost).
+SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "0.6b": {
+        "talker": {
+            "hidden_size": 1024,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "text_hidden_size": 2048,
+            "rope_scaling": {"mrope_section": [24, 20, 20], "interleaved": True, "rope_type": "default"},
+        },
+        "predictor": {
+            "hidden_size": 1024,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 5,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+        },
+        "decoder": {
+            "codebook_dim": 512,
+            "latent_dim": 1024,
+            "hidden_size": 512,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 16,
+            "head_dim": 64,
+            "intermediate_size": 1024,
+            "decoder_dim": 1536,
+        },
+    },
+}
+SHAPES["1.7b"] = {
+    **SHAPES["0.6b"],
+    "talker": {**SHAPES["0.6b"]["talker"], "hidden_size": 2048, "intermediate_size": 6144},
+}
+
+
 def build_tiny_model(
     out_dir: Path,
     *,
@@ -306,6 +349,8 @@ def build_tiny_model(
     seed: int = 0,
     eos_bias: float | None = None,
     model_size: Literal["0b6", "1b7"] = "1b7",
+    shape: Literal["tiny", "0.6b", "1.7b"] = "tiny",
+    dtype: Any = None,
 ) -> Path:
     """Write a tiny random Qwen3-TTS model folder to ``out_dir`` (created if needed) and return it.
 
@@ -327,9 +372,17 @@ def build_tiny_model(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    sizes = SHAPES[shape]
+    talker = talker_config(kind)
+    talker.update(sizes.get("talker", {}))
+    talker["code_predictor_config"].update(sizes.get("predictor", {}))
+    tokenizer_config = speech_tokenizer_config()
+    tokenizer_config["decoder_config"].update(sizes.get("decoder", {}))
+    encoder_config = speaker_encoder_config()
+    encoder_config["enc_dim"] = talker["hidden_size"]
     config = Qwen3TTSConfig(
-        talker_config=talker_config(kind),
-        speaker_encoder_config=speaker_encoder_config(),
+        talker_config=talker,
+        speaker_encoder_config=encoder_config,
         tokenizer_type="qwen3_tts_tokenizer_12hz",
         tts_model_size=model_size,
         tts_model_type=kind,
@@ -339,7 +392,7 @@ def build_tiny_model(
         tts_bos_token_id=TTS_BOS_ID,
         tts_eos_token_id=TTS_EOS_ID,
     )
-    st_config = Qwen3TTSTokenizerV2Config(**speech_tokenizer_config())
+    st_config = Qwen3TTSTokenizerV2Config(**tokenizer_config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3TTSForConditionalGeneration(config).eval()
@@ -348,6 +401,8 @@ def build_tiny_model(
             _randomize_codec(speech_tokenizer)
             if eos_bias is not None:
                 _apply_eos_bias(model, eos_bias)
+    if dtype is not None:
+        model = model.to(dtype)
     model.save_pretrained(out_dir, safe_serialization=True)
     _fix_config_json(out_dir / "config.json")
     (out_dir / "generation_config.json").write_text(json.dumps(GENERATION_CONFIG, indent=2) + "\n")

@@ -144,11 +144,12 @@ def test_max_frames_and_the_text_budget_stop_runaway_requests(custom_voice: Qwen
     assert prepared.frame_budget < 100  # a three-character text may not run for minutes
 
 
-def test_streaming_chunks_first_short_then_every_emit_frames(custom_voice: Qwen3Backend) -> None:
+def test_streaming_chunks_first_short_then_growing(custom_voice: Qwen3Backend) -> None:
     sink = run_alone(custom_voice, TEXT, "ryan", GREEDY)
     sizes = [o.audio.size // SAMPLES_PER_FRAME for o in sink.outputs if o.audio.size]
-    assert sizes[0] == custom_voice.first_emit_frames
-    assert all(s == custom_voice.emit_every_frames for s in sizes[1:-1])
+    every = custom_voice.emit_every_frames
+    assert sizes[:3] == [custom_voice.first_emit_frames, every, 2 * every]
+    assert sum(sizes) == 24  # max_frames: every frame is emitted exactly once
     assert np.abs(sink.audio()).mean() > 1e-3  # the tiny codec makes sound, not zeros
 
 
