@@ -23,6 +23,11 @@ class SpeechKnobs(BaseModel):
     noise_scale: float | None = Field(default=None, ge=0, le=2, description="Piper generator noise; 0 = deterministic")
     noise_w_scale: float | None = Field(default=None, ge=0, le=2, description="Piper duration noise; 0 = deterministic")
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    # Autoregressive models (Qwen3-TTS): per-request sampling; 0 temperature = greedy.
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_k: int | None = Field(default=None, ge=1, le=4096)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    repetition_penalty: float | None = Field(default=None, ge=1, le=2)
     language: str | None = Field(default=None, max_length=64)
     timeout: float | None = Field(
         default=None, gt=0, le=86_400, description="seconds this request may take; capped by server.request_timeout_s"

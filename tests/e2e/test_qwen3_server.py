@@ -104,3 +104,13 @@ def test_cloned_voice_from_a_reference_wav(base_server: Server) -> None:
     assert response.status_code == 200, response.text
     audio = np.frombuffer(response.content, "<i2")
     assert audio.size == 30 * 1920 and np.abs(audio).max() > 100
+
+
+def test_seeded_sampling_over_http_is_reproducible(custom_voice_server: Server) -> None:
+    a = speech(custom_voice_server, voice="ryan", seed=7, temperature=0.8, top_k=30)
+    b = speech(custom_voice_server, voice="ryan", seed=7, temperature=0.8, top_k=30)
+    c = speech(custom_voice_server, voice="ryan", seed=8, temperature=0.8, top_k=30)
+    assert a.status_code == b.status_code == c.status_code == 200
+    assert a.content == b.content
+    assert a.content != c.content
+    assert speech(custom_voice_server, voice="ryan", temperature=5).status_code == 400

@@ -41,6 +41,7 @@ async def submit_speech(
     """Validate, resolve the voice and queue the request; 4xx/429/503 errors raise here, before any audio."""
     text = validate_text(state, text, text_param)
     voice_info = state.voices.resolve(voice)
+    defaults = SynthesisParams()
     params = SynthesisParams(
         speed=speed,
         language=knobs.language,
@@ -48,6 +49,12 @@ async def submit_speech(
         noise_scale=knobs.noise_scale,
         noise_w_scale=knobs.noise_w_scale,
         seed=knobs.seed,
+        temperature=defaults.temperature if knobs.temperature is None else knobs.temperature,
+        top_k=defaults.top_k if knobs.top_k is None else knobs.top_k,
+        top_p=defaults.top_p if knobs.top_p is None else knobs.top_p,
+        repetition_penalty=defaults.repetition_penalty
+        if knobs.repetition_penalty is None
+        else knobs.repetition_penalty,
     )
     return await state.engine.submit(
         text,
