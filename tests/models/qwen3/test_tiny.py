@@ -21,7 +21,7 @@ if missing := missing_requirements():
 import torch
 from safetensors.torch import load_file
 
-from chorus.models.qwen3 import tiny
+from chorus.models.qwen3 import tiny, tiny_config
 from chorus.models.qwen3.compat import (
     STUB_MARKER,
     STUBBED_MODULES,
@@ -30,8 +30,8 @@ from chorus.models.qwen3.compat import (
     mel_filterbank,
 )
 
-SR = tiny.SAMPLE_RATE
-FRAME = tiny.SAMPLES_PER_FRAME
+SR = tiny_config.SAMPLE_RATE
+FRAME = tiny_config.SAMPLES_PER_FRAME
 GREEDY: dict[str, Any] = {"do_sample": False, "subtalker_dosample": False}
 
 
@@ -149,12 +149,12 @@ def test_folder_layout_and_config(cv_dir: Path, base_dir: Path) -> None:
     talker = config["talker_config"]
     assert (talker["codec_pad_id"], talker["codec_bos_id"], talker["codec_eos_token_id"]) == (2148, 2149, 2150)
     assert talker["codec_language_id"]["english"] == 2050 and talker["codec_language_id"]["chinese"] == 2055
-    assert sorted(talker["spk_id"]) == sorted(tiny.CUSTOM_VOICE_SPEAKERS)
+    assert sorted(talker["spk_id"]) == sorted(tiny_config.CUSTOM_VOICE_SPEAKERS)
     assert len(set(talker["spk_id"].values())) == 9 and all(2048 <= i < 3072 for i in talker["spk_id"].values())
-    assert sorted(config["speaker_encoder_config"]) == sorted(tiny.SPEAKER_ENCODER_KEYS)
+    assert sorted(config["speaker_encoder_config"]) == sorted(tiny_config.SPEAKER_ENCODER_KEYS)
     assert json.loads((base_dir / "config.json").read_text())["speaker_encoder_config"]["enc_dim"] == 64
     generation = json.loads((cv_dir / "generation_config.json").read_text())
-    assert generation == tiny.GENERATION_CONFIG
+    assert generation == tiny_config.GENERATION_CONFIG
     codec = json.loads((cv_dir / "speech_tokenizer/config.json").read_text())
     assert codec["model_type"] == "qwen3_tts_tokenizer_12hz"
     assert codec["decode_upsample_rate"] == codec["encode_downsample_rate"] == FRAME
@@ -165,19 +165,23 @@ def test_processor_tokenizes_the_template(cv: Any) -> None:
     ids = cv.processor(text=template, return_tensors="pt")["input_ids"][0].tolist()
     tok = cv.processor.tokenizer
     assistant, newline = tok.convert_tokens_to_ids(["assistant", "Ċ"])
-    assert ids[:3] == [tiny.IM_START_ID, assistant, newline]
-    assert ids[-5:] == [tiny.IM_END_ID, newline, tiny.IM_START_ID, assistant, newline]
+    assert ids[:3] == [tiny_config.IM_START_ID, assistant, newline]
+    assert ids[-5:] == [tiny_config.IM_END_ID, newline, tiny_config.IM_START_ID, assistant, newline]
     assert tok.decode(ids[3:-5]) == "Hello world, this is a test."
     config = cv.model.config
-    assert (config.im_start_token_id, config.im_end_token_id) == (tiny.IM_START_ID, tiny.IM_END_ID)
+    assert (config.im_start_token_id, config.im_end_token_id) == (tiny_config.IM_START_ID, tiny_config.IM_END_ID)
     specials = ["<tts_pad>", "<tts_text_bos>", "<tts_text_eod>"]
-    assert tok.convert_tokens_to_ids(specials) == [tiny.TTS_PAD_ID, tiny.TTS_BOS_ID, tiny.TTS_EOS_ID]
+    assert tok.convert_tokens_to_ids(specials) == [
+        tiny_config.TTS_PAD_ID,
+        tiny_config.TTS_BOS_ID,
+        tiny_config.TTS_EOS_ID,
+    ]
     assert (config.tts_pad_token_id, config.tts_bos_token_id, config.tts_eos_token_id) == (
-        tiny.TTS_PAD_ID,
-        tiny.TTS_BOS_ID,
-        tiny.TTS_EOS_ID,
+        tiny_config.TTS_PAD_ID,
+        tiny_config.TTS_BOS_ID,
+        tiny_config.TTS_EOS_ID,
     )
-    assert max(tiny.TEXT_SPECIAL_IDS.values()) < tiny.TEXT_VOCAB_SIZE
+    assert max(tiny_config.TEXT_SPECIAL_IDS.values()) < tiny_config.TEXT_VOCAB_SIZE
 
 
 # --- generation through qwen_tts -----------------------------------------------------------------------------
@@ -208,7 +212,7 @@ def test_voice_clone_from_a_synthetic_reference(base: Any) -> None:
     ref = synthetic_voice()
     (item,) = base.create_voice_clone_prompt(ref_audio=(ref, SR), ref_text="Hello world.", x_vector_only_mode=False)
     assert item.icl_mode and not item.x_vector_only_mode
-    assert tuple(item.ref_code.shape) == (-(-ref.size // FRAME), tiny.NUM_CODE_GROUPS)
+    assert tuple(item.ref_code.shape) == (-(-ref.size // FRAME), tiny_config.NUM_CODE_GROUPS)
     assert item.ref_code.any() and len(set(item.ref_code[:, 0].tolist())) > 1  # not code 0 for everything
     assert tuple(item.ref_spk_embedding.shape) == (64,) and torch.isfinite(item.ref_spk_embedding).all()
     assert item.ref_spk_embedding.abs().sum() > 0
