@@ -3,10 +3,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# System packages the tests use: espeak-ng (real speech for the voice tests), PostgreSQL 15 (storage tests).
+need=()
+command -v espeak-ng > /dev/null || need+=(espeak-ng)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" > /dev/null
+fi
+
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 # The Qwen3-TTS backend's stack (CPU torch from the local wheel, transformers, qwen-tts without its extras):
 # its tests build tiny random models and run everywhere.
 bash scripts/install_qwen.sh > /dev/null
+# Speaker embeddings (chorus.voices.embedding): resemblyzer only after the line above has pinned the CPU torch,
+# or pip pulls the newest CUDA torch for it; setuptools<81 still ships pkg_resources, which its webrtcvad imports.
+python -m pip install --quiet --disable-pip-version-check -e ".[voices]"
 
 ruff check chorus tests bench
 ruff format --check chorus tests bench
