@@ -1,0 +1,141 @@
+"""ORM mapping of the tables (the schema itself is created by the Alembic migrations, not by ``create_all``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+VoiceStatus = Literal["pending", "ready"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both backends.
+
+    PostgreSQL keeps the zone (timestamptz); SQLite stores naive text, so values are normalised to naive UTC on the
+    way in and tagged UTC on the way out. Without this, comparisons in ``sweep_pending`` would mix naive and aware.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError(f"expected an aware datetime, got {value!r}")
+        moment: datetime = value.astimezone(UTC)
+        return moment.replace(tzinfo=None) if dialect.name == "sqlite" else moment
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime from the database, got {value!r}")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TenantRow(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class VoiceRow(Base):
+    __tablename__ = "voices"
+    # Mirrors migration 0001 (so that autogenerate of a later revision starts from no difference).
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", name="uq_voices_tenant_name"),
+        CheckConstraint("status IN ('pending', 'ready')", name="ck_voices_status"),
+        Index("ix_voices_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", name="fk_voices_tenant"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(32))
+    ref_text: Mapped[str | None] = mapped_column(Text)
+    # pending = not (or no longer) complete: invisible to readers and removed by sweep_pending.
+    status: Mapped[str] = mapped_column(String(16))
+    original_sha256: Mapped[str] = mapped_column(String(64))
+    processed_sha256: Mapped[str] = mapped_column(String(64))
+    original_key: Mapped[str] = mapped_column(String(512))
+    processed_key: Mapped[str] = mapped_column(String(512))
+    embedding_key: Mapped[str] = mapped_column(String(512))
+    conversion_key: Mapped[str | None] = mapped_column(String(512))
+    duration_s: Mapped[float] = mapped_column(Float)
+    sample_rate: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    consent_id: Mapped[str | None] = mapped_column(String(64))
+    consent_status: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+
+
+@dataclass(frozen=True)
+class VoiceRecord:
+    """A voice as it leaves the store: plain values, detached from any session."""
+
+    id: str
+    tenant_id: str
+    name: str
+    language: str
+    ref_text: str | None
+    status: VoiceStatus
+    original_sha256: str
+    processed_sha256: str
+    original_key: str
+    processed_key: str
+    embedding_key: str
+    conversion_key: str | None
+    duration_s: float
+    sample_rate: int
+    created_at: datetime
+    consent_id: str | None
+    consent_status: str
+
+    @classmethod
+    def from_row(cls, row: VoiceRow) -> VoiceRecord:
+        status: VoiceStatus = "ready" if row.status == "ready" else "pending"
+        return cls(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            name=row.name,
+            language=row.language,
+            ref_text=row.ref_text,
+            status=status,
+            original_sha256=row.original_sha256,
+            processed_sha256=row.processed_sha256,
+            original_key=row.original_key,
+            processed_key=row.processed_key,
+            embedding_key=row.embedding_key,
+            conversion_key=row.conversion_key,
+            duration_s=row.duration_s,
+            sample_rate=row.sample_rate,
+            created_at=row.created_at,
+            consent_id=row.consent_id,
+            consent_status=row.consent_status,
+        )
