@@ -40,12 +40,11 @@ def run_pipelined(engine: Engine) -> None:
 
     with ThreadPoolExecutor(lanes + 1, thread_name_prefix="chorus-lane") as pool:
         while True:
-            engine.prepare()
             for future in [f for f in in_flight if f.done()]:
                 batch, _ = in_flight.pop(future)
                 outputs, duration = future.result()  # a backend failure propagates: the engine dies
                 engine.complete(batch, outputs, duration)
-            engine.prepare()  # requests finished above free slots for waiting ones
+            engine.prepare()  # after completions: the slots they freed go to waiting requests at once
             busy_regular = sum(1 for _, urgent in in_flight.values() if not urgent)
             while busy_regular < lanes and (batch := engine.scheduler.pick(budget)):
                 dispatch(pool, batch, urgent=False)

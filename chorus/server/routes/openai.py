@@ -59,8 +59,7 @@ async def _sse_body(
     except ChorusError as e:
         yield error_event(e)
         return
-    seconds = first.audio_seconds if first else 0.0
-    audio_ms = round(1000 * max(seconds, stream.audio_seconds))
+    audio_ms = round(1000 * stream.audio_seconds)  # the stream counts every output, the first one included
     usage = {"input_tokens": num_chars, "output_tokens": audio_ms, "total_tokens": num_chars + audio_ms}
     yield sse_event({"type": "speech.audio.done", "usage": usage})
 
