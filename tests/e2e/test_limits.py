@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -15,6 +17,17 @@ pytestmark = pytest.mark.e2e
 
 def speech(text: str, **extra: object) -> dict[str, object]:
     return {"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm", **extra}
+
+
+@contextlib.contextmanager
+def busy_stream(url: str) -> Iterator[httpx.Response]:
+    """A long streaming request that holds a slot while the test does not read it; closing it is a disconnect."""
+    with (
+        httpx.Client(timeout=120) as client,
+        client.stream("POST", f"{url}/v1/audio/speech", json=speech(LONG_TEXT)) as response,
+    ):
+        assert response.status_code == 200
+        yield response
 
 
 def wait_for(predicate, timeout_s: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
@@ -29,11 +42,7 @@ def wait_for(predicate, timeout_s: float = 15.0) -> bool:  # type: ignore[no-unt
 def test_queue_full_gives_429_with_retry_after_and_queue_position(one_slot_server: Server) -> None:
     url = one_slot_server.url
     results: dict[str, int] = {}
-    with (
-        httpx.Client(timeout=120) as client,
-        client.stream("POST", f"{url}/v1/audio/speech", json=speech(LONG_TEXT)) as busy,
-    ):
-        assert busy.status_code == 200  # holds the only slot while we do not read
+    with busy_stream(url):  # holds the only slot while we do not read
         waiter = threading.Thread(
             target=lambda: results.update(
                 waiting=httpx.post(
@@ -60,11 +69,7 @@ def test_queue_full_gives_429_with_retry_after_and_queue_position(one_slot_serve
 
 def test_a_request_that_waits_past_its_timeout_gets_504(one_slot_server: Server) -> None:
     url = one_slot_server.url
-    with (
-        httpx.Client(timeout=120) as client,
-        client.stream("POST", f"{url}/v1/audio/speech", json=speech(LONG_TEXT)) as busy,
-    ):
-        assert busy.status_code == 200
+    with busy_stream(url):
         t0 = time.monotonic()
         late = httpx.post(f"{url}/v1/audio/speech", json=speech("Too slow.", timeout=0.5), timeout=30)
         assert late.status_code == 504
@@ -74,10 +79,7 @@ def test_a_request_that_waits_past_its_timeout_gets_504(one_slot_server: Server)
 
 def test_disconnect_mid_stream_frees_the_slot(server: Server) -> None:
     before = server.stats()["requests_finished"].get("finished_aborted", 0)  # type: ignore[union-attr]
-    with (
-        httpx.Client(timeout=60) as client,
-        client.stream("POST", f"{server.url}/v1/audio/speech", json=speech(LONG_TEXT)) as r,
-    ):
+    with busy_stream(server.url) as r:
         next(r.iter_raw())  # audio is flowing: the request holds a slot
         assert server.stats()["active_slots"] == 1
     # The client hung up long before the end of the text.
@@ -88,11 +90,7 @@ def test_disconnect_mid_stream_frees_the_slot(server: Server) -> None:
 
 def test_disconnect_while_queued_frees_the_place(one_slot_server: Server) -> None:
     url = one_slot_server.url
-    with (
-        httpx.Client(timeout=120) as client,
-        client.stream("POST", f"{url}/v1/audio/speech", json=speech(LONG_TEXT)) as busy,
-    ):
-        assert busy.status_code == 200
+    with busy_stream(url):
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/audio/speech", json=speech("I give up."), timeout=1.0)
         assert wait_for(lambda: one_slot_server.stats()["waiting"] == 0, timeout_s=5)
