@@ -7,6 +7,7 @@ import logging
 import sys
 import wave
 from pathlib import Path
+from typing import Any
 
 from chorus import __version__
 from chorus.config import Settings, load_settings
@@ -33,8 +34,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # Load the model before the server binds its port: a bad model setting fails here, in one line.
-    app = create_app(settings, backend=build_backend(settings))
+    # Open the store and load the model before the server binds its port: a bad setting fails here, in one line.
+    app = create_app(settings, backend=build_backend(settings), store=_open_store(settings))
     uvicorn.run(
         app,
         host=settings.server.host,
@@ -43,6 +44,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def _open_store(settings: Settings) -> tuple[Any, Any]:
+    from chorus.store.settings import open_store
+
+    try:
+        return open_store(settings.store, settings.data_dir)
+    except Exception as e:  # any driver's error: the URL, the server or the credentials are wrong
+        raise ConfigError(f"store: cannot open the database or blob store: {type(e).__name__}: {e}") from e
 
 
 def cmd_say(args: argparse.Namespace) -> int:

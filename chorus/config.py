@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from chorus.errors import ConfigError
+from chorus.store.settings import StoreConfig
 
 
 def default_data_dir() -> Path:
@@ -95,6 +96,8 @@ class Settings(BaseSettings):
     model: ModelConfig = Field(default_factory=ModelConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    # SQL database + blob root (default: SQLite and files under data_dir; PostgreSQL / S3 for scale-out).
+    store: StoreConfig = Field(default_factory=StoreConfig)
     data_dir: Path = Field(default_factory=default_data_dir)
 
     @field_validator("data_dir")

@@ -78,3 +78,13 @@ def test_cli_unknown_model_is_a_config_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "model.name" in proc.stderr
+
+
+def test_cli_unreachable_database_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, f"store:\n  database_url: nosuchdriver://x/y\ndata_dir: {tmp_path / 'data'}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "serve", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chorus: config error: store:"), proc.stderr

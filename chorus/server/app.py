@@ -18,17 +18,33 @@ from chorus.models.base import Backend
 from chorus.server.deps import ServerState
 from chorus.server.errors import install_error_handlers
 from chorus.server.routes import openai, ops, vtts
+from chorus.store.blobs import BlobStore
+from chorus.store.settings import open_store
+from chorus.store.sql import SqlStore
+from chorus.store.voices import VoiceStore
 from chorus.voices.catalog import VoiceCatalog
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 20.0
+# A voice still "pending" this long after it was started belongs to a registration that crashed (a live one on
+# another replica finishes in seconds): its row and blobs are removed at start-up.
+SWEEP_PENDING_AFTER_S = 3600.0
 
 
-def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI:
-    """Build the app; the model loads when the app starts (lifespan), not at import."""
+def create_app(
+    settings: Settings, *, backend: Backend | None = None, store: tuple[SqlStore, BlobStore] | None = None
+) -> FastAPI:
+    """Build the app; the model loads and the database migrates when the app starts (lifespan), not at import."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sql, blobs = (
+            store if store is not None else await asyncio.to_thread(open_store, settings.store, settings.data_dir)
+        )
+        voice_store = VoiceStore(sql, blobs)
+        swept = await asyncio.to_thread(voice_store.sweep_pending, SWEEP_PENDING_AFTER_S)
+        if swept:
+            log.warning("removed %d voice(s) left half-registered by an earlier crash", len(swept))
         engine = await asyncio.to_thread(build_engine, settings, backend)
         client = AsyncEngine(engine, request_timeout_s=settings.server.request_timeout_s)
         client.start()
@@ -38,6 +54,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
             voices=VoiceCatalog(engine.backend.voices()),
             model_id=settings.model.name,
             started_at=time.time(),
+            voice_store=voice_store,
         )
         app.state.chorus = state
         log.info(
@@ -52,6 +69,7 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> FastAPI
         finally:
             state.is_draining = True
             await client.shutdown(drain_timeout_s=DRAIN_TIMEOUT_S)
+            sql.close()
 
     app = FastAPI(
         title="chorus",

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from chorus.config import Settings
 from chorus.engine.client import AsyncEngine
+from chorus.store.voices import VoiceStore
 from chorus.voices.catalog import VoiceCatalog
 
 OPENAI_MODEL_ALIASES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
@@ -21,6 +22,7 @@ class ServerState:
     voices: VoiceCatalog
     model_id: str
     started_at: float
+    voice_store: VoiceStore
     is_draining: bool = False
 
     def accepts_model(self, name: str) -> bool:

@@ -59,3 +59,14 @@ def test_stats_count_finished_requests_and_ttfa(server: Server) -> None:
     after = server.stats()
     assert after["ttfa_s"]["count"] == before + 1  # type: ignore[index]
     assert after["ttfa_s"]["p50"] is not None  # type: ignore[index]
+
+
+def test_the_database_is_migrated_at_start_up(server: Server) -> None:
+    import sqlite3
+
+    db = server.log_path.parent / "data" / "chorus.db"
+    with sqlite3.connect(db) as conn:
+        tables = {row[0] for row in conn.execute("select name from sqlite_master where type = 'table'")}
+        tenants = [row[0] for row in conn.execute("select id from tenants")]
+    assert {"tenants", "voices", "alembic_version"} <= tables
+    assert tenants == ["default"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -18,10 +19,10 @@ from tests.fakes import FakeBackend
 
 
 @pytest.fixture()
-def failing_server() -> Iterator[str]:
+def failing_server(tmp_path: Path) -> Iterator[str]:
     backend = FakeBackend(fail_on_step=3, step_delay_s=0.05, default_max_slots=1)
     port = free_port()
-    app = create_app(Settings(), backend=backend)
+    app = create_app(Settings(data_dir=tmp_path), backend=backend)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
