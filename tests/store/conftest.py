@@ -8,27 +8,29 @@ A server that cannot start skips its tests, with the reason repeated in a banner
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
 from chorus.store import BlobStore, SqlStore, StoreConfig, VoiceStore, ensure_tenant, open_blob_store, open_store
-from tests.store.pg_service import create_database, start_postgres
-from tests.store.s3_service import start_seaweed
+from tests.store.pg_service import Postgres, create_database, start_postgres
+from tests.store.s3_service import Seaweed, start_seaweed
 from tests.store.service_util import ServiceError
 from tests.store.services import guard
 
 BACKENDS = ["sqlite+file", "postgres+file", "postgres+s3"]
 _UNAVAILABLE: dict[str, str] = {}
+ServiceT = TypeVar("ServiceT", Postgres, Seaweed)
 
 
-def _unavailable(service: str, reason: str) -> None:
+def _unavailable(service: str, reason: str) -> NoReturn:
     _UNAVAILABLE[service] = reason
     pytest.skip(f"{service} could not start, its tests are skipped: {reason}")
 
@@ -57,14 +59,8 @@ def postgres_admin_url() -> Iterator[str]:
     if external:
         yield external
         return
-    try:
-        server = start_postgres()
-    except ServiceError as e:
-        _unavailable("PostgreSQL", str(e))
-    watcher = guard(server)
-    yield server.admin_url
-    server.stop()
-    _release(watcher)
+    with _service("PostgreSQL", start_postgres) as server:
+        yield server.admin_url
 
 
 @pytest.fixture(scope="session")
@@ -74,14 +70,23 @@ def s3_target() -> Iterator[S3Target]:
         env = os.environ
         yield S3Target(endpoint, env["CHORUS_TEST_S3_KEY"], env["CHORUS_TEST_S3_SECRET"], env["CHORUS_TEST_S3_BUCKET"])
         return
+    with _service("SeaweedFS (S3)", start_seaweed) as server:
+        yield S3Target(server.endpoint, server.key, server.secret, server.bucket)
+
+
+@contextlib.contextmanager
+def _service(name: str, start: Callable[[], ServiceT]) -> Iterator[ServiceT]:
+    """Start a real service (skipping loudly if it cannot start), guard it against a killed pytest, stop it."""
     try:
-        server = start_seaweed()
+        server = start()
     except ServiceError as e:
-        _unavailable("SeaweedFS (S3)", str(e))
+        _unavailable(name, str(e))
     watcher = guard(server)
-    yield S3Target(server.endpoint, server.key, server.secret, server.bucket)
-    server.stop()
-    _release(watcher)
+    try:
+        yield server
+    finally:
+        server.stop()
+        _release(watcher)
 
 
 def _release(watcher: subprocess.Popen[bytes]) -> None:
