@@ -187,3 +187,16 @@ def test_unknown_voice_and_language_are_value_errors(custom_voice: Qwen3Backend,
         custom_voice.preprocess(SpeechInput("x", TEXT, "ryan", SynthesisParams(language="klingon")))
     with pytest.raises(ValueError):
         base.preprocess(SpeechInput("x", TEXT, "nobody", GREEDY))
+
+
+def test_eos_stops_a_request_and_flushes_its_audio(tmp_path: Any) -> None:
+    from chorus.models.qwen3.tiny import build_tiny_model
+
+    path = build_tiny_model(tmp_path / "eos", kind="custom_voice", seed=3, eos_bias=5.0)
+    backend = Qwen3Backend(path, dtype=torch.float64, max_slots=2, max_len=512)
+    engine = make_engine(backend, max_slots=2, max_frames=50)
+    _, sink = submit_voice(engine, TEXT, "eos", "ryan", GREEDY)
+    run_until_idle(engine)
+    assert sink.status == RequestStatus.FINISHED_STOPPED
+    # The library allows EOS from the third sampled code on: two frames, both emitted (none left undecoded).
+    assert sink.audio().size == 2 * SAMPLES_PER_FRAME
