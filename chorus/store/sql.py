@@ -83,8 +83,8 @@ class SqlStore:
     def session(self) -> Session:
         return self.sessions()
 
-    def migrate(self) -> None:
-        """Upgrade the schema to the latest revision; a no-op when it is already there.
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to the latest revision (or ``revision``); a no-op when it is already there.
 
         Several processes may start at once. On PostgreSQL the whole upgrade runs in one transaction that first takes
         a transaction-level advisory lock, so the second process waits, then reads the version table the first one
@@ -94,7 +94,7 @@ class SqlStore:
         with self._file_lock(), self.engine.begin() as connection:
             if self.dialect == "postgresql":
                 connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
-            command.upgrade(_alembic_config(connection), "head")
+            command.upgrade(_alembic_config(connection), revision)
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as connection:

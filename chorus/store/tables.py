@@ -16,7 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -68,11 +68,21 @@ class TenantRow(Base):
 
 class VoiceRow(Base):
     __tablename__ = "voices"
-    # Mirrors migration 0001 (so that autogenerate of a later revision starts from no difference).
+    # Mirrors the migrations (so that autogenerate of a later revision starts from no difference).
     __table_args__ = (
-        UniqueConstraint("tenant_id", "name", name="uq_voices_tenant_name"),
         CheckConstraint("status IN ('pending', 'ready')", name="ck_voices_status"),
         Index("ix_voices_status_created", "status", "created_at"),
+        # Names are unique per tenant among ready voices, ignoring case (0002): a crashed registration's
+        # pending row does not hold its name.
+        Index(
+            "uq_voices_tenant_ready_name",
+            "tenant_id",
+            text("lower(name)"),
+            unique=True,
+            sqlite_where=text("status = 'ready'"),
+            postgresql_where=text("status = 'ready'"),
+        ),
+        Index("ix_voices_tenant_name", "tenant_id", "name"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

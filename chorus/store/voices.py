@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chorus.errors import InvalidRequestError
@@ -125,6 +125,18 @@ class VoiceStore:
             raise VoiceNotFoundError(f"no voice {voice_id!r}", param="voice_id")
         return VoiceRecord.from_row(row)
 
+    def find_by_name(self, tenant_id: str, name: str) -> VoiceRecord | None:
+        """The tenant's ready voice of this name, ignoring case, if any (names are unique per tenant)."""
+        with self.sql.session() as session:
+            row = session.scalar(
+                select(VoiceRow).where(
+                    VoiceRow.tenant_id == tenant_id,
+                    func.lower(VoiceRow.name) == name.lower(),
+                    VoiceRow.status == "ready",
+                )
+            )
+        return None if row is None else VoiceRecord.from_row(row)
+
     def read_blob(self, record: VoiceRecord, kind: str) -> bytes:
         """One of the voice's blobs: "original", "processed", "embedding" or "conversion"."""
         key = {
@@ -170,30 +182,33 @@ class VoiceStore:
         return [voice_id for _, voice_id in stale]
 
     def _insert(self, row: VoiceRow) -> None:
+        if self.find_by_name(row.tenant_id, row.name) is not None:  # checked again, atomically, at "ready"
+            raise VoiceExistsError(f"a voice named {row.name!r} already exists", param="name")
         with self.sql.session() as session:
             session.add(row)
             try:
                 session.commit()
             except IntegrityError:
                 session.rollback()
-                taken = session.scalar(
-                    select(VoiceRow.id).where(VoiceRow.tenant_id == row.tenant_id, VoiceRow.name == row.name)
-                )
-                if taken is not None:
-                    raise VoiceExistsError(f"a voice named {row.name!r} already exists", param="name") from None
                 if not tenant_exists(self.sql, row.tenant_id):
                     raise TenantNotFoundError(f"no tenant {row.tenant_id!r}") from None
                 raise
 
     def _set_status(self, voice_id: str, old: str, new: str) -> bool:
+        """Move the row from ``old`` to ``new``; False if it was not in ``old``. VoiceExistsError when it would
+        become a second ready voice of its name (two registrations of one name raced; the later one loses)."""
         with self.sql.session() as session:
-            result = cast(
-                CursorResult[Any],
-                session.execute(
-                    update(VoiceRow).where(VoiceRow.id == voice_id, VoiceRow.status == old).values(status=new)
-                ),
-            )
-            session.commit()
+            try:
+                result = cast(
+                    CursorResult[Any],
+                    session.execute(
+                        update(VoiceRow).where(VoiceRow.id == voice_id, VoiceRow.status == old).values(status=new)
+                    ),
+                )
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                raise VoiceExistsError("a voice of this name was registered meanwhile", param="name") from None
         return result.rowcount == 1
 
     def _remove(self, tenant_id: str, voice_id: str) -> None:

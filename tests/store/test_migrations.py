@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 
-from chorus.store import SqlStore, VoiceStore
+from chorus.store import SqlStore, VoiceExistsError, VoiceStore
 from chorus.store.sql import head_revision
 from chorus.store.tables import Base, TenantRow
 from tests.store.conftest import Backend
@@ -19,6 +20,7 @@ def _tenants(sql: SqlStore) -> list[str]:
         return list(session.scalars(select(TenantRow.id).order_by(TenantRow.id)))
 
 
+@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
 def test_fresh_database_is_migrated_at_start_up(backend: Backend) -> None:
     sql, _ = backend.open(migrate=False)
     assert sql.current_revision() is None
@@ -26,13 +28,12 @@ def test_fresh_database_is_migrated_at_start_up(backend: Backend) -> None:
     sql.close()
 
     sql, _ = backend.open()
-    assert sql.current_revision() == head_revision() == "0001"
+    assert sql.current_revision() == head_revision() == "0002"
     inspector = inspect(sql.engine)
     assert {"tenants", "voices", "alembic_version"} <= set(inspector.get_table_names())
     columns = {c["name"] for c in inspector.get_columns("voices")}
     assert {"consent_id", "consent_status", "conversion_key", "processed_sha256", "status"} <= columns
-    uniques = [tuple(u["column_names"]) for u in inspector.get_unique_constraints("voices")]
-    assert ("tenant_id", "name") in uniques
+    assert inspector.get_unique_constraints("voices") == []  # names are unique among ready voices (an index)
     assert _tenants(sql) == ["default"]
     sql.close()
 
@@ -46,7 +47,7 @@ def test_second_start_is_a_no_op(backend: Backend) -> None:
 
     sql, blobs = backend.open()  # start-up again: upgrade finds nothing to do
     sql.migrate()
-    assert sql.current_revision() == "0001"
+    assert sql.current_revision() == "0002"
     assert _tenants(sql) == ["default"]  # the seed row was not inserted twice
     assert VoiceStore(sql, blobs).get("default", voice.id) == voice
     sql.close()
@@ -74,11 +75,28 @@ def test_concurrent_start_ups_migrate_once(backend: Backend) -> None:
     assert errors == []
     with stores[0].session() as session:
         assert session.scalar(select(func.count()).select_from(TenantRow)) == 1
-    assert all(s.current_revision() == "0001" for s in stores)
+    assert all(s.current_revision() == "0002" for s in stores)
     for s in stores:
         s.close()
 
 
+def test_upgrade_from_0001_keeps_voices_and_frees_names_of_pending_rows(backend: Backend) -> None:
+    """A database of the first release upgrades in place: rows kept; names now unique ignoring case."""
+    sql, blobs = backend.open(migrate=False)
+    sql.migrate("0001")
+    kept = VoiceStore(sql, blobs).create(
+        "default", "Kept", "en", None, b"o", b"p", b"e", duration_s=1, sample_rate=24_000
+    )
+    sql.migrate()
+    assert sql.current_revision() == "0002"
+    store = VoiceStore(sql, blobs)
+    assert store.list("default") == [kept]
+    with pytest.raises(VoiceExistsError):
+        store.create("default", "kEPT", "en", None, b"o", b"p", b"e", duration_s=1, sample_rate=24_000)
+    sql.close()
+
+
+@pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based index")
 def test_orm_mapping_matches_the_migrations(backend: Backend) -> None:
     """tables.py and the migrations describe the same schema (so a later autogenerate starts from no diff)."""
     sql, _ = backend.open()

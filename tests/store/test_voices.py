@@ -67,7 +67,45 @@ def test_duplicate_name_is_409(voices: VoiceStore) -> None:
     assert isinstance(info.value, ChorusError) and info.value.status_code == 409 and info.value.param == "name"
     assert len(voices.list("default")) == 1
     make(voices, tenant="acme")  # names are unique per tenant only
-    make(voices, name="Alice")  # and case-sensitive
+    with pytest.raises(VoiceExistsError):
+        make(voices, name="ALICE")  # ignoring case, as speech requests match names
+    assert voices.find_by_name("default", "aLiCe") == voices.list("default")[0]
+    assert voices.find_by_name("default", "bob") is None
+
+
+def test_a_crashed_registration_does_not_hold_its_name(voices: VoiceStore) -> None:
+    """A pending row (a create that died before "ready") is invisible and blocks nothing: the retry succeeds."""
+
+    def die_after_blobs(stage: str, voice_id: str) -> None:
+        if stage == "blobs_written":
+            raise KeyboardInterrupt  # stands in for the process dying: the except clause below never runs in one
+
+    class Killed(VoiceStore):
+        def _discard(self, tenant_id: str, voice_id: str) -> None:  # a dead process cleans nothing up
+            pass
+
+    with pytest.raises(KeyboardInterrupt):
+        make(Killed(voices.sql, voices.blobs, on_stage=die_after_blobs))
+    assert voices.list("default") == []
+    retried = make(voices)
+    assert voices.list("default") == [retried]
+
+
+def test_racing_registrations_of_one_name_leave_one_voice(voices: VoiceStore) -> None:
+    """Both pass the early name check; the one that turns ready second gets 409 and leaves nothing behind."""
+    loser_id: list[str] = []
+
+    def let_the_other_finish_first(stage: str, voice_id: str) -> None:
+        if stage == "blobs_written" and not loser_id:
+            loser_id.append(voice_id)
+            make(voices)
+
+    with pytest.raises(VoiceExistsError):
+        make(VoiceStore(voices.sql, voices.blobs, on_stage=let_the_other_finish_first))
+    (winner,) = voices.list("default")
+    assert winner.id != loser_id[0]
+    assert not voices.blobs.exists(f"{voice_prefix('default', loser_id[0])}/original")
+    assert voices.sweep_pending(0) == []
 
 
 def test_tenant_isolation(voices: VoiceStore) -> None:
