@@ -4,6 +4,9 @@ import pytest
 
 from chorus.models.piper import PiperBackend
 
+# Real PostgreSQL and S3 servers, and the storage backends built on them, for tests/store and tests/e2e.
+pytest_plugins = ["tests.store.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def piper() -> PiperBackend:

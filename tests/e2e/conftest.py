@@ -38,7 +38,8 @@ class Server:
         return dict(httpx.get(f"{self.url}/v1/stats", timeout=10).json())
 
 
-def start_server(tmp_path: Path, config: dict[str, object]) -> Server:
+def start_server(tmp_path: Path, config: dict[str, object], *, launcher: list[str] | None = None) -> Server:
+    """`chorus serve` (or ``launcher`` + its arguments) with ``config``, ready to answer."""
     port = free_port()
     config = {**config, "server": {"host": "127.0.0.1", "port": port, **dict(config.get("server", {}))}}  # type: ignore[arg-type]
     config.setdefault("data_dir", str(tmp_path / "data"))
@@ -48,7 +49,7 @@ def start_server(tmp_path: Path, config: dict[str, object]) -> Server:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_")}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "chorus.cli", "serve", "--config", str(path)],
+            [*(launcher or [sys.executable, "-m", "chorus.cli"]), "serve", "--config", str(path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from chorus.store import VoiceStore
 from chorus.store.voices import voice_prefix
-from tests.store.conftest import Backend
+from tests.store.fixtures import Backend
 
 CHILD = Path(__file__).with_name("crash_child.py")
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from sqlalchemy import func, inspect, select
 from chorus.store import SqlStore, VoiceExistsError, VoiceStore
 from chorus.store.sql import head_revision
 from chorus.store.tables import Base, TenantRow
-from tests.store.conftest import Backend
+from tests.store.fixtures import Backend
 
 
 def _tenants(sql: SqlStore) -> list[str]:

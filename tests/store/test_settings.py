@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from chorus.store import LocalBlobStore, StoreConfig, VoiceStore, open_blob_store, open_store
 from chorus.store.sql import head_revision, normalize_url
-from tests.store.conftest import S3Target
+from tests.store.fixtures import S3Target
 
 
 def test_defaults_live_in_the_data_dir(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """Storage backends for the tests: SQLite + local dir always; PostgreSQL and S3 (SeaweedFS) as real servers.
 
+A pytest plugin (tests/conftest.py loads it), so that tests/store and tests/e2e share one server of each.
+
 The servers start once per session, on first use, on 127.0.0.1 (pg_service.py, s3_service.py), unless
 CHORUS_TEST_PG_URL / CHORUS_TEST_S3_* name running ones (scripts/services.sh start). A guard process stops them
 even if pytest is killed. Each test gets its own database and S3 prefix.
@@ -116,10 +118,9 @@ class Backend:
         return open_store(self.config, self.data_dir, migrate=migrate)
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """A fresh, not yet migrated database and an empty blob root on each of the three backends."""
-    sql_kind, blob_kind = str(request.param).split("+")
+def make_backend(kind: str, request: pytest.FixtureRequest, data_dir: Path) -> Backend:
+    """A fresh, not yet migrated database and an empty blob root: "sqlite+file", "postgres+file" or "postgres+s3"."""
+    sql_kind, blob_kind = kind.split("+")
     args: dict[str, Any] = {}
     if sql_kind == "postgres":
         args["database_url"] = create_database(request.getfixturevalue("postgres_admin_url"), _unique("t"))
@@ -127,7 +128,13 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         s3: S3Target = request.getfixturevalue("s3_target")
         args |= {"blob_url": f"s3://{s3.bucket}/{_unique('t')}", "s3_endpoint_url": s3.endpoint}
         args |= {"s3_key": s3.key, "s3_secret": s3.secret}
-    return Backend(str(request.param), tmp_path / "data", args)
+    return Backend(kind, data_dir, args)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each test on each of the three backends."""
+    return make_backend(str(request.param), request, tmp_path / "data")
 
 
 @pytest.fixture
