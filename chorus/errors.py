@@ -8,6 +8,8 @@ class ChorusError(Exception):
 
     status_code = 500
     error_type = "server_error"
+    # A machine-readable reason within the type (e.g. "too_short"), sent as error.code when set.
+    code: str | None = None
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)

@@ -15,15 +15,19 @@ from chorus.errors import ChorusError, QueueFullError
 log = logging.getLogger(__name__)
 
 
-def error_body(error_type: str, message: str, param: str | None = None) -> dict[str, object]:
-    return {"error": {"type": error_type, "message": message, "param": param}}
+def error_body(error_type: str, message: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
+    body: dict[str, object] = {"type": error_type, "message": message, "param": param}
+    if code is not None:
+        body["code"] = code
+    return {"error": body}
 
 
 def error_response(err: ChorusError) -> JSONResponse:
     headers = {}
     if isinstance(err, QueueFullError):
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
-    return JSONResponse(error_body(err.error_type, err.message, err.param), err.status_code, headers=headers)
+    body = error_body(err.error_type, err.message, err.param, err.code)
+    return JSONResponse(body, err.status_code, headers=headers)
 
 
 _UNION_TAGS = frozenset({"str", "int", "float", "bool", "VoiceRef"})

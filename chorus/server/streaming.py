@@ -80,7 +80,7 @@ async def encoded_chunks(
 
 
 def error_event(err: ChorusError, event: str | None = None) -> bytes:
-    payload = error_body(err.error_type, err.message, err.param)
+    payload = error_body(err.error_type, err.message, err.param, err.code)
     if event is None:
         payload = {"type": "error", **payload}
     return sse_event(payload, event)

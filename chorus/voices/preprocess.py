@@ -39,6 +39,8 @@ class InvalidReferenceError(InvalidRequestError):
     def __init__(self, code: ReferenceErrorCode, message: str) -> None:
         super().__init__(message, param="audio_sample")
         self.code: ReferenceErrorCode = code
+        if code == "too_large":
+            self.status_code = 413  # Payload Too Large: the one refusal a client fixes without listening to it
 
 
 @dataclass(frozen=True)
