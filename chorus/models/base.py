@@ -133,3 +133,40 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceVoice:
+    """A registered voice as a backend sees it: the processed reference clip and what was said in it."""
+
+    voice_id: str
+    audio: np.ndarray  # mono float32, trimmed and loudness-normalised
+    sample_rate: int
+    ref_text: str | None = None
+    language: str = "auto"
+
+
+@runtime_checkable
+class VoiceCloner(Protocol):
+    """A backend that speaks in registered voices (optional: a backend without it offers built-in voices only).
+
+    ``build_voice`` does the expensive work once per voice, at registration (a conversion model for Piper,
+    prompt features for Qwen3-TTS Base), and returns it as bytes that the server persists with the voice.
+    ``load_voice`` installs such bytes in memory: cheap, done once per process when the voice is first used.
+    """
+
+    # Names what build_voice makes (method, version, base model). Stored bytes of another format are rebuilt
+    # from the voice's reference audio rather than loaded into a model they were not made for.
+    voice_model_format: str
+
+    def build_voice(self, voice: ReferenceVoice) -> bytes:
+        """Compute the voice's model; ValueError if this backend cannot use the clip (e.g. no cloning here)."""
+        ...
+
+    def load_voice(self, voice_id: str, data: bytes, language: str = "auto") -> None:
+        """Install a built voice under ``voice_id``; ValueError if ``data`` is not of this backend's format."""
+        ...
+
+    def has_voice(self, voice_id: str) -> bool: ...
+
+    def unload_voice(self, voice_id: str) -> None: ...

@@ -8,6 +8,7 @@ own state only, so its audio is the same whatever else shares the step.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import threading
@@ -16,15 +17,19 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from piper import PiperVoice
 from piper.config import PiperConfig
 
 from chorus.audio.chunking import segment_sentences
-from chorus.models.base import PhonemeAlignment, SlotState, SpeechInput, StepOutput, VoiceInfo
+from chorus.models.base import PhonemeAlignment, ReferenceVoice, SlotState, SpeechInput, StepOutput, VoiceInfo
 from chorus.models.piper_graph import PiperGraph
+from chorus.voices import voice_model
+
+if TYPE_CHECKING:  # pyworld loads with the first cloned voice, not with every server
+    from chorus.voices.conversion import ConversionModel, StreamConverter
 
 # Phonemes of a request's first segment (≈ 3 s of speech) and of any later one (≈ 10 s).
 FIRST_SEGMENT_PHONEMES = 48
@@ -34,6 +39,14 @@ DECODER_CONTEXT_FRAMES = 16
 DEFAULT_FIRST_EMIT_FRAMES = 48  # ≈ 0.56 s of audio: covers the wait for the second window under load
 DEFAULT_EMIT_EVERY_FRAMES = 86  # ≈ 1 s; later windows double up to MAX_WINDOW_FACTOR times this
 MAX_WINDOW_FACTOR = 3
+# Cloned voices: Piper's output converted towards the target speaker (chorus.voices.conversion). Without a
+# transcript of the reference, the conversion is fitted on statistics against this base-voice speech.
+VOICE_MODEL_METHOD = "piper-world-1"
+STATISTICS_TEXT = (
+    "It was a bright cold day in April, and the clocks were striking thirteen. The station was crowded with "
+    "travellers waiting for the evening train to the coast. A small dog sat patiently beside a suitcase, watching "
+    "the pigeons by the ticket office. Somewhere a radio played an old song that everybody seemed to know."
+)
 
 
 def bundled_voice_path() -> Path:
@@ -65,6 +78,7 @@ class PiperSlot(SlotState):
     latent: np.ndarray | None = None  # [1, C, T] of the current segment
     cursor: int = 0  # next frame of the current segment to decode
     num_windows: int = 0  # windows decoded so far (sets the size of the next one)
+    converter: StreamConverter | None = None  # a cloned voice's converter, this request's own
 
 
 class _CostModel:
@@ -73,6 +87,7 @@ class _CostModel:
     def __init__(self) -> None:
         self.per_id = 1e-3
         self.per_frame = 1e-3
+        self.per_converted_frame = 1e-4
         self._lock = threading.Lock()
 
     def observe(self, *, ids: int, enc_s: float, frames: int, dec_s: float) -> None:
@@ -81,6 +96,11 @@ class _CostModel:
                 self.per_id = 0.8 * self.per_id + 0.2 * enc_s / ids
             if frames:
                 self.per_frame = 0.8 * self.per_frame + 0.2 * dec_s / frames
+
+    def observe_conversion(self, frames: int, seconds: float) -> None:
+        if frames:
+            with self._lock:
+                self.per_converted_frame = 0.8 * self.per_converted_frame + 0.2 * seconds / frames
 
 
 class PiperBackend:
@@ -112,6 +132,12 @@ class PiperBackend:
         self.hop = self.graph.hop_length
         self.frame_seconds = self.hop / self.sample_rate
         self.name = path.stem
+        # Conversion models are fitted against this exact voice: its file's digest is part of their format.
+        self.voice_model_format = f"{VOICE_MODEL_METHOD}:{self.name}:{_file_digest(path)}"
+        self._clones: dict[str, ConversionModel] = {}
+        self._statistics_source: np.ndarray | None = None
+        self._clone_lock = threading.Lock()
+        self._statistics_lock = threading.Lock()
         self.voice_id = str(cfg.get("dataset") or path.stem)
         self._language = str(cfg.get("language", {}).get("code") or cfg.get("espeak", {}).get("voice", ""))
         inference = cfg.get("inference", {})
@@ -134,6 +160,8 @@ class PiperBackend:
         return [VoiceInfo(self.voice_id, self.voice_id, self._language, f"Piper voice {self.name}")]
 
     def preprocess(self, inp: SpeechInput) -> PiperInput:
+        if inp.voice_id.lower() != self.voice_id.lower() and inp.voice_id not in self._clones:
+            raise ValueError(f"unknown voice {inp.voice_id!r}")
         sentences = self._voice.phonemize(inp.text)
         segments = segment_sentences(sentences, first_max=FIRST_SEGMENT_PHONEMES, max_len=MAX_SEGMENT_PHONEMES)
         if not segments:
@@ -155,7 +183,9 @@ class PiperBackend:
                 ],
                 dtype=np.float32,
             )
-            slots.append(PiperSlot(inp.request_id, inp=prepared, scales=scales))
+            clone = self._clones.get(inp.voice_id)
+            converter = clone.stream() if clone is not None else None
+            slots.append(PiperSlot(inp.request_id, inp=prepared, scales=scales, converter=converter))
         return slots
 
     def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
@@ -175,13 +205,79 @@ class PiperBackend:
         cost = (window + 2 * DECODER_CONTEXT_FRAMES) * self.costs.per_frame
         if s.latent is None:
             cost += len(s.inp.phoneme_ids[s.segment_index]) * self.costs.per_id
+        if s.converter is not None:
+            cost += window * self.costs.per_converted_frame
         return cost
 
     def flush(self, slot: SlotState) -> np.ndarray:
-        return np.zeros(0, dtype=np.float32)  # every window is emitted whole: nothing is held back
+        # Windows are emitted whole; only a cloned voice's converter holds a little audio back.
+        s = _as_piper(slot)
+        return s.converter.flush() if s.converter is not None else np.zeros(0, dtype=np.float32)
 
     def release(self, slot: SlotState) -> None:
-        _as_piper(slot).latent = None
+        s = _as_piper(slot)
+        s.latent = None
+        s.converter = None
+
+    # -- cloned voices (VoiceCloner) -----------------------------------------------------------------
+
+    def build_voice(self, voice: ReferenceVoice) -> bytes:
+        """Fit the conversion from this voice to the reference speaker: on the reference's own words rendered
+        by this voice when the transcript is known (parallel), on speech statistics otherwise."""
+        from chorus.voices.conversion import ConversionModel
+
+        target = np.asarray(voice.audio, dtype=np.float32)
+        if voice.ref_text:
+            source = self.render(voice.ref_text)
+            model = ConversionModel.fit(
+                target, voice.sample_rate, source, self.sample_rate, sample_rate=self.sample_rate
+            )
+        else:
+            model = ConversionModel.fit_statistics(
+                target, voice.sample_rate, self._statistics_speech(), self.sample_rate, sample_rate=self.sample_rate
+            )
+        return voice_model.pack(self.voice_model_format, model.to_bytes())
+
+    def load_voice(self, voice_id: str, data: bytes, language: str = "auto") -> None:
+        from chorus.voices.conversion import ConversionModel
+
+        payload = voice_model.unpack(data, self.voice_model_format)
+        try:
+            model = ConversionModel.from_bytes(payload)
+        except ValueError as e:
+            raise voice_model.VoiceModelFormatError(f"unreadable conversion model: {e}") from e
+        if model.sample_rate != self.sample_rate:
+            raise voice_model.VoiceModelFormatError(f"conversion model is for {model.sample_rate} Hz audio")
+        with self._clone_lock:
+            self._clones[voice_id] = model
+
+    def has_voice(self, voice_id: str) -> bool:
+        return voice_id in self._clones
+
+    def unload_voice(self, voice_id: str) -> None:
+        with self._clone_lock:
+            self._clones.pop(voice_id, None)
+
+    def render(self, text: str) -> np.ndarray:
+        """Whole sentences of this voice, outside the engine (for fitting conversions), with the voice's defaults."""
+        noise, length, noise_w = self._defaults
+        scales = np.asarray([noise, length, noise_w], dtype=np.float32)
+        gap = np.zeros(int(0.2 * self.sample_rate), dtype=np.float32)
+        parts: list[np.ndarray] = []
+        for sentence in self._voice.phonemize(text):
+            if not sentence:
+                continue
+            latent, _ = self.graph.encode(self._voice.phonemes_to_ids(sentence), scales, None)
+            parts += [np.clip(self.graph.decode(latent, None), -1.0, 1.0).astype(np.float32), gap]
+        if not parts:
+            raise ValueError("the transcript has nothing to speak")
+        return np.concatenate(parts[:-1])
+
+    def _statistics_speech(self) -> np.ndarray:
+        with self._statistics_lock:
+            if self._statistics_source is None:
+                self._statistics_source = self.render(STATISTICS_TEXT)
+            return self._statistics_source
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -225,10 +321,16 @@ class PiperBackend:
         audio = self.graph.decode(latent[:, :, lo:hi], None)
         self.costs.observe(ids=ids, enc_s=enc_s, frames=hi - lo, dec_s=time.perf_counter() - t0)
         audio = np.clip(audio[(start - lo) * self.hop : (end - lo) * self.hop], -1.0, 1.0)
+        is_segment_end = end == total
+        if s.converter is not None:
+            t0 = time.perf_counter()
+            audio = s.converter.process(audio)
+            if is_segment_end:  # segments are crossfaded by the engine: each leaves complete
+                audio = np.concatenate([audio, s.converter.flush()])
+            self.costs.observe_conversion(end - start, time.perf_counter() - t0)
         s.cursor = end
         s.num_frames += end - start
         s.num_windows += 1
-        is_segment_end = end == total
         if is_segment_end:
             s.segment_index += 1
             s.latent = None
@@ -262,6 +364,14 @@ class PiperBackend:
         (slot,) = self.prefill([(inp, self.preprocess(inp))])
         while not slot.is_finished:
             self._advance_unsafe(_as_piper(slot))
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def _as_piper(slot: SlotState) -> PiperSlot:

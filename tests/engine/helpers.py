@@ -45,9 +45,11 @@ def submit(
     priority: int = 0,
     timeout_s: float | None = None,
     params: SynthesisParams | None = None,
+    voice: str | None = None,
 ) -> tuple[Request, Collector]:
     sink = Collector()
-    inp = SpeechInput(request_id, text, engine.backend.voices()[0].voice_id, params or SynthesisParams())
+    voice = voice or engine.backend.voices()[0].voice_id
+    inp = SpeechInput(request_id, text, voice, params or SynthesisParams())
     req = Request(inp, sink, prepared=engine.backend.preprocess(inp), priority=priority, timeout_s=timeout_s)
     engine.add_request(req)
     return req, sink

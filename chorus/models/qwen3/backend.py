@@ -11,6 +11,8 @@ into its text rows, its own sampling parameters and RNG. Prompts come from the l
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 import time
@@ -22,10 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from chorus.models.base import SlotState, SpeechInput, StepOutput, VoiceInfo
+from chorus.audio.resample import resample
+from chorus.models.base import ReferenceVoice, SlotState, SpeechInput, StepOutput, VoiceInfo
 from chorus.models.qwen3.kvcache import SlotKVCache
 from chorus.models.qwen3.prompt import PromptCapture, TalkerPrompt
 from chorus.models.qwen3.sampling import RowSampling, repetition_penalty_, sample_rows
+from chorus.voices import voice_model
 
 SAMPLE_RATE = 24_000
 SAMPLES_PER_FRAME = 1920  # 12.5 frames per second
@@ -108,6 +112,9 @@ class Qwen3Backend:
         tcfg = config.talker_config
         self.kind = str(config.tts_model_type)
         self.name = Path(path).name
+        # Prompt features come from this checkpoint's speaker encoder and codec: they carry its identity.
+        self.voice_model_format = f"qwen3-prompt-1:{self.name}:{_checkpoint_digest(Path(path))}"
+        self._registered: dict[str, Any] = {}  # voices registered through the API: id → prompt items
         self.eos = int(tcfg.codec_eos_token_id)
         self.num_groups = int(tcfg.num_code_groups)
         vocab = int(tcfg.vocab_size)
@@ -157,6 +164,54 @@ class Qwen3Backend:
             )
         self._clones[voice.voice_id.lower()] = (voice, items)
 
+    # -- registered voices (VoiceCloner) -------------------------------------------------------------
+
+    def build_voice(self, voice: ReferenceVoice) -> bytes:
+        """The Base model's own cloning prompt (speaker embedding, reference codes), computed once per voice."""
+        if self.kind != "base":
+            raise NotImplementedError(f"voice cloning needs a Base checkpoint; this one is {self.kind!r}")
+        audio = resample(np.asarray(voice.audio, dtype=np.float32), voice.sample_rate, SAMPLE_RATE)
+        with torch.inference_mode():
+            (item,) = self.tts.create_voice_clone_prompt(
+                ref_audio=(audio, SAMPLE_RATE), ref_text=voice.ref_text, x_vector_only_mode=not voice.ref_text
+            )
+        from safetensors.torch import save
+
+        tensors = {"ref_spk_embedding": item.ref_spk_embedding.detach().float().cpu().contiguous()}
+        if item.ref_code is not None:
+            tensors["ref_code"] = item.ref_code.detach().cpu().contiguous()
+        meta = {"x_vector_only_mode": item.x_vector_only_mode, "icl_mode": item.icl_mode, "ref_text": item.ref_text}
+        return voice_model.pack(self.voice_model_format, save(tensors, metadata={"item": json.dumps(meta)}))
+
+    def load_voice(self, voice_id: str, data: bytes, language: str = "auto") -> None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        from chorus.models.qwen3.compat import import_qwen_tts
+
+        payload = voice_model.unpack(data, self.voice_model_format)
+        try:
+            tensors = load(payload)
+            meta = json.loads(_safetensors_metadata(payload)["item"])
+        except (SafetensorError, ValueError, KeyError) as e:
+            raise voice_model.VoiceModelFormatError(f"unreadable Qwen3 voice prompt: {e}") from e
+        prompt_item = import_qwen_tts().VoiceClonePromptItem
+        ref_code = tensors.get("ref_code")
+        item = prompt_item(
+            ref_code=None if ref_code is None else ref_code.to(self.device),
+            ref_spk_embedding=tensors["ref_spk_embedding"].to(self.device, self.dtype),
+            x_vector_only_mode=bool(meta["x_vector_only_mode"]),
+            icl_mode=bool(meta["icl_mode"]),
+            ref_text=meta.get("ref_text"),
+        )
+        self._registered[voice_id.lower()] = [item]
+
+    def has_voice(self, voice_id: str) -> bool:
+        return voice_id.lower() in self._registered
+
+    def unload_voice(self, voice_id: str) -> None:
+        self._registered.pop(voice_id.lower(), None)
+
     # -- contract ---------------------------------------------------------------------------------
 
     def preprocess(self, inp: SpeechInput) -> Qwen3Input:
@@ -173,9 +228,12 @@ class Qwen3Backend:
                         )
                     )
                 elif self.kind == "base":
-                    if voice not in self._clones:
+                    if voice in self._registered:
+                        items = self._registered[voice]
+                    elif voice in self._clones:
+                        _, items = self._clones[voice]
+                    else:
                         raise ValueError(f"unknown voice {inp.voice_id!r} for this Base model")
-                    _, items = self._clones[voice]
                     prompt = self._capture.capture(
                         lambda: self.tts.generate_voice_clone(
                             text=inp.text, language=language, voice_clone_prompt=items
@@ -427,3 +485,23 @@ def _as_qwen(slot: SlotState) -> Qwen3Slot:
     if not isinstance(slot, Qwen3Slot):
         raise TypeError(f"Qwen3Backend got a {type(slot).__name__}")
     return slot
+
+
+def _checkpoint_digest(path: Path) -> str:
+    """Config + weight file sizes: changes with the checkpoint, without hashing gigabytes at start-up."""
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "speech_tokenizer/model.safetensors"):
+        f = path / name
+        if f.is_file():
+            h.update(
+                name.encode() + f.read_bytes() if name.endswith(".json") else f"{name}:{f.stat().st_size}".encode()
+            )
+    return h.hexdigest()[:16]
+
+
+def _safetensors_metadata(payload: bytes) -> dict[str, str]:
+    """The __metadata__ of a safetensors buffer (safetensors.torch.load drops it)."""
+    header_len = int.from_bytes(payload[:8], "little")
+    header = json.loads(payload[8 : 8 + header_len])
+    meta: dict[str, str] = header.get("__metadata__") or {}
+    return meta
