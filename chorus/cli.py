@@ -1,4 +1,4 @@
-"""``chorus serve | say | voices | bench``."""
+"""``chorus serve | say | voices | bench | bench-qwen3 | bench-voices``."""
 
 from __future__ import annotations
 
@@ -108,6 +108,12 @@ def cmd_bench_qwen3(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bench_voices(args: argparse.Namespace) -> int:
+    from chorus.bench.voice_quality import main as run_voice_bench
+
+    return run_voice_bench(list(args.args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chorus", description="Continuous-batching text-to-speech server")
     parser.add_argument("--version", action="version", version=f"chorus {__version__}")
@@ -146,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     qwen3 = sub.add_parser("bench-qwen3", help="Qwen3-TTS engine vs the library's generate() (needs the qwen extra)")
     add_qwen3_arguments(qwen3)
     qwen3.set_defaults(func=cmd_bench_qwen3)
+
+    # Its own parser reads the rest of the line (so `chorus bench-voices --help` shows its options).
+    voice_bench = sub.add_parser(
+        "bench-voices", help="cloning quality on Piper: similarity to target speakers, conversion cost", add_help=False
+    )
+    voice_bench.add_argument("args", nargs=argparse.REMAINDER)
+    voice_bench.set_defaults(func=cmd_bench_voices)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,12 +18,16 @@ from chorus.engine.client import AsyncEngine
 from chorus.models.base import Backend
 from chorus.server.deps import ServerState
 from chorus.server.errors import install_error_handlers
-from chorus.server.routes import openai, ops, vtts
+from chorus.server.routes import openai, ops, voices, vtts
+from chorus.server.uploads import UploadLimit
 from chorus.store.blobs import BlobStore
 from chorus.store.settings import open_store
 from chorus.store.sql import SqlStore
 from chorus.store.voices import VoiceStore
 from chorus.voices.catalog import VoiceCatalog
+from chorus.voices.embedding import SpeakerEncoder
+from chorus.voices.preprocess import ReferenceLimits
+from chorus.voices.service import VoiceService
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 20.0
@@ -48,13 +53,15 @@ def create_app(
         engine = await asyncio.to_thread(build_engine, settings, backend)
         client = AsyncEngine(engine, request_timeout_s=settings.server.request_timeout_s)
         client.start()
+        catalog = VoiceCatalog(engine.backend.voices())
         state = ServerState(
             settings=settings,
             engine=client,
-            voices=VoiceCatalog(engine.backend.voices()),
+            voices=catalog,
             model_id=settings.model.name,
             started_at=time.time(),
             voice_store=voice_store,
+            voice_service=VoiceService(voice_store, catalog, engine.backend, encoder=_speaker_encoder(), limits=limits),
         )
         app.state.chorus = state
         log.info(
@@ -71,6 +78,7 @@ def create_app(
             await client.shutdown(drain_timeout_s=DRAIN_TIMEOUT_S)
             sql.close()
 
+    limits = ReferenceLimits()
     app = FastAPI(
         title="chorus",
         version=__version__,
@@ -80,5 +88,17 @@ def create_app(
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(vtts.router)
+    app.include_router(voices.router)
     app.include_router(ops.router)
+    # Uploads that announce more than a reference clip may be are refused before their body is read.
+    app.add_middleware(UploadLimit, max_bytes=limits.max_bytes, paths=voices.UPLOAD_PATHS)
     return app
+
+
+def _speaker_encoder() -> SpeakerEncoder | None:
+    if importlib.util.find_spec("resemblyzer") is None:
+        log.warning(
+            "voice registration is off: the speaker encoder is not installed (pip install 'chorus-tts[voices]')"
+        )
+        return None
+    return SpeakerEncoder()

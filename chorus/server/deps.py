@@ -9,8 +9,10 @@ from fastapi import Depends, Request
 
 from chorus.config import Settings
 from chorus.engine.client import AsyncEngine
+from chorus.store.tenants import DEFAULT_TENANT
 from chorus.store.voices import VoiceStore
 from chorus.voices.catalog import VoiceCatalog
+from chorus.voices.service import VoiceService
 
 OPENAI_MODEL_ALIASES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
 
@@ -23,6 +25,7 @@ class ServerState:
     model_id: str
     started_at: float
     voice_store: VoiceStore
+    voice_service: VoiceService
     is_draining: bool = False
 
     def accepts_model(self, name: str) -> bool:
@@ -36,3 +39,8 @@ def get_state(request: Request) -> ServerState:
 
 
 StateDep = Annotated[ServerState, Depends(get_state)]
+
+
+def tenant_of(_: Request) -> str:
+    """Every caller is the default tenant until API keys arrive; the routes already ask for it through this."""
+    return DEFAULT_TENANT

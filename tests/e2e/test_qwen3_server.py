@@ -18,6 +18,7 @@ pytest.importorskip("transformers", reason="the qwen extra is not installed (scr
 from chorus.models.qwen3.tiny import build_tiny_model
 from tests.e2e.conftest import Server, start_server, stop_server
 from tests.models.qwen3.conftest import reference_audio
+from tests.voices.speech import SENTENCE, speak, wav_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -114,3 +115,40 @@ def test_seeded_sampling_over_http_is_reproducible(custom_voice_server: Server) 
     assert a.content == b.content
     assert a.content != c.content
     assert speech(custom_voice_server, voice="ryan", temperature=5).status_code == 400
+
+
+def test_voice_registered_over_http_speaks_the_same_after_a_restart(tmp_path: Path) -> None:
+    """Base cloning through the voice API: prompt features computed at registration, stored, loaded back."""
+    model = build_tiny_model(tmp_path / "model", kind="base", seed=1)
+    config = {"model": {"name": "qwen3", "local_path": str(model)}, "worker": {"max_frames": 30}}
+    config["data_dir"] = str(tmp_path / "data")
+    audio, rate = speak(SENTENCE)
+    server = start_server(tmp_path, config)
+    try:
+        files = {"audio_sample": ("ref.wav", wav_bytes(audio, rate), "audio/wav")}
+        created = httpx.post(
+            f"{server.url}/v1/audio/voices", data={"name": "Quinn", "ref_text": SENTENCE}, files=files, timeout=120
+        )
+        assert created.status_code == 201, created.text
+        first = speech(server, voice="Quinn", language="english", seed=3)
+        assert first.status_code == 200, first.text
+        assert server.stats()["voice_work"] == {"embedded": 1, "built": 1}
+    finally:
+        stop_server(server)
+    server = start_server(tmp_path, config)
+    try:
+        again = speech(server, voice=created.json()["id"], language="english", seed=3)
+        assert again.status_code == 200 and again.content == first.content
+        assert server.stats()["voice_work"] == {"loaded": 1}
+    finally:
+        stop_server(server)
+
+
+def test_custom_voice_checkpoint_refuses_registration(custom_voice_server: Server) -> None:
+    audio, rate = speak(SENTENCE)
+    files = {"audio_sample": ("ref.wav", wav_bytes(audio, rate), "audio/wav")}
+    response = httpx.post(f"{custom_voice_server.url}/v1/audio/voices", data={"name": "x"}, files=files, timeout=60)
+    assert response.status_code == 501 and "Base checkpoint" in response.json()["error"]["message"]
+    assert [
+        v for v in httpx.get(f"{custom_voice_server.url}/v1/audio/voices").json()["data"] if v["type"] == "cloned"
+    ] == []

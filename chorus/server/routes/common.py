@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from chorus.engine.client import ResponseStream
 from chorus.errors import InvalidRequestError
 from chorus.models.base import SynthesisParams
@@ -35,12 +37,16 @@ async def submit_speech(
     voice: str | None,
     knobs: SpeechKnobs,
     speed: float,
+    tenant_id: str,
     instructions: str | None = None,
     x_request_id: str | None = None,
 ) -> ResponseStream:
     """Validate, resolve the voice and queue the request; 4xx/429/503 errors raise here, before any audio."""
     text = validate_text(state, text, text_param)
-    voice_info = state.voices.resolve(voice)
+    service = state.voice_service
+    voice_id = service.builtin_id(voice)
+    if voice_id is None:  # a cloned voice: a store lookup, and its model loaded once per process
+        voice_id = await asyncio.to_thread(service.resolve, tenant_id, voice)
     defaults = SynthesisParams()
     params = SynthesisParams(
         speed=speed,
@@ -58,7 +64,7 @@ async def submit_speech(
     )
     return await state.engine.submit(
         text,
-        voice_info.voice_id,
+        voice_id,
         params=params,
         priority=knobs.priority,
         request_id=request_id_from(x_request_id),

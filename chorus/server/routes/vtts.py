@@ -11,13 +11,14 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from chorus.engine.client import ResponseStream
 from chorus.errors import ChorusError
-from chorus.server.deps import ServerState, StateDep
+from chorus.server.deps import ServerState, StateDep, tenant_of
 from chorus.server.routes.common import submit_speech
+from chorus.server.routes.voices import builtin_voice_object, cloned_voice_object
 from chorus.server.schemas import GenerateRequest
 from chorus.server.streaming import encoded_chunks, error_event, sse_event
 
@@ -27,7 +28,7 @@ QUEUE_REPORT_S = 0.5
 
 @router.post("/tts/generate", summary="Stream speech as Server-Sent Events (vTTS-compatible)")
 async def generate(
-    body: GenerateRequest, state: StateDep, x_request_id: str | None = Header(default=None)
+    body: GenerateRequest, request: Request, state: StateDep, x_request_id: str | None = Header(default=None)
 ) -> StreamingResponse:
     stream = await submit_speech(
         state,
@@ -36,6 +37,7 @@ async def generate(
         voice=body.voice,
         knobs=body,
         speed=body.speed,
+        tenant_id=tenant_of(request),
         x_request_id=x_request_id,
     )
     events = _events(state, stream, body.response_format)
@@ -75,14 +77,11 @@ async def _events(state: ServerState, stream: ResponseStream, fmt: str) -> Async
         stream.abort()
 
 
-@router.get("/voices", summary="Voices (vTTS-compatible)")
-async def list_voices(state: StateDep) -> dict[str, object]:
-    return {
-        "voices": [
-            {"id": v.voice_id, "name": v.name, "language": v.language, "description": v.description, "type": "builtin"}
-            for v in state.voices.list()
-        ]
-    }
+@router.get("/voices", summary="Voices, built-in and cloned (vTTS-compatible)")
+async def list_voices(request: Request, state: StateDep) -> dict[str, object]:
+    records = await asyncio.to_thread(state.voice_service.list, tenant_of(request))
+    builtin = [builtin_voice_object(v) for v in state.voices.list()]
+    return {"voices": builtin + [cloned_voice_object(r) for r in records]}
 
 
 @router.get("/stats", summary="Engine statistics (vTTS-compatible)")
@@ -96,5 +95,8 @@ async def stats(state: StateDep) -> dict[str, object]:
         "mode": engine.config.mode,
         "backend": engine.backend.name,
         "num_workers": engine.backend.num_workers,
+        # Per-voice work done by this process: "embedded"/"built" at registration, "loaded" (from the store,
+        # once per voice), "rebuilt" (a stored model made for another backend).
+        "voice_work": dict(state.voice_service.counts),
         **engine.metrics.snapshot(),
     }
