@@ -40,9 +40,7 @@ def test_every_waiting_request_gets_a_503_and_health_says_so(failing_server: tup
     body = {"model": "tts-1", "voice": "alloy", "input": "one two three four five six seven eight"}
 
     def post(i: int) -> httpx.Response:
-        return httpx.post(
-            f"{url}/v1/audio/speech", json={**body, "input": f"{body['input']} {i}"}, timeout=30
-        )
+        return httpx.post(f"{url}/v1/audio/speech", json={**body, "input": f"{body['input']} {i}"}, timeout=30)
 
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(post, 0)

@@ -40,7 +40,8 @@ def refused(data: bytes, code: str, limits: ReferenceLimits = LIMITS) -> Invalid
         preprocess_reference(data, limits=limits)
     assert info.value.code == code, f"expected {code}, got {info.value.code}: {info.value}"
     assert info.value.param == "audio_sample"
-    assert isinstance(info.value, InvalidRequestError) and info.value.status_code == 400
+    assert isinstance(info.value, InvalidRequestError)
+    assert info.value.status_code == (413 if code == "too_large" else 400)
     return info.value
 
 
