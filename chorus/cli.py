@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_qwen3_arguments(qwen3)
     qwen3.set_defaults(func=cmd_bench_qwen3)
 
-    # Its own parser reads the rest of the line (so `chorus bench-voices --help` shows its options).
+    # Listed here for `chorus --help`; main() hands it the rest of the line (`chorus bench-voices --help`).
     voice_bench = sub.add_parser(
         "bench-voices", help="cloning quality on Piper: similarity to target speakers, conversion cost", add_help=False
     )
@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    # bench-voices owns the rest of the line (argparse would read its --options as chorus's own).
+    args = argparse.Namespace(func=cmd_bench_voices, args=argv[1:]) if argv[:1] == ["bench-voices"] else None
+    args = args or parser.parse_args(argv)
     try:
         code: int = args.func(args)
         return code

@@ -10,6 +10,8 @@ command -v espeak-ng > /dev/null || need+=(espeak-ng)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" > /dev/null
 fi
+# festival and its voices: target speakers of the voice-conversion bench (its smoke test runs in the suite).
+bash scripts/install_bench_voices.sh > /dev/null
 
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 # The Qwen3-TTS backend's stack (CPU torch from the local wheel, transformers, qwen-tts without its extras):
@@ -19,8 +21,8 @@ bash scripts/install_qwen.sh > /dev/null
 # or pip pulls the newest CUDA torch for it; setuptools<81 still ships pkg_resources, which its webrtcvad imports.
 python -m pip install --quiet --disable-pip-version-check -e ".[voices]"
 
-ruff check chorus tests bench
-ruff format --check chorus tests bench
+ruff check chorus tests bench scripts
+ruff format --check chorus tests bench scripts
 mypy
 
 set +e

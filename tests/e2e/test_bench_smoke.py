@@ -25,3 +25,18 @@ def test_quick_bench_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     assert "| system" in (tmp_path / "latest.md").read_text() or "|" in (tmp_path / "latest.md").read_text()
     assert "capacity (largest N" in proc.stdout
     assert set(result) >= {"settings", "machine"} or result
+
+
+def test_quick_voice_bench_measures_every_method(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "bench-voices", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "voices.json").read_text())
+    assert set(result["mean_similarity"]) == {"floor", "baseline", "fallback", "ours", "ceiling"}
+    assert len(result["speakers"]) == 2, proc.stderr  # a festival and an espeak-ng speaker
+    assert (tmp_path / "voices.png").stat().st_size > 1000
+    assert "| **mean** |" in (tmp_path / "voices.md").read_text()
