@@ -27,15 +27,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from chorus.audio.decode import decode_audio
+from chorus.models.base import SpeechInput, SynthesisParams
 from chorus.voices.conversion import ConversionModel
 from chorus.voices.embedding import SpeakerEncoder
+from chorus.voices.voice_model import pack
+
+if TYPE_CHECKING:
+    from chorus.models.piper import PiperBackend
 
 REFERENCE_TEXT = (
     "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
@@ -215,6 +221,32 @@ def run_speaker(
     return result
 
 
+def first_chunk_latency(
+    backend: PiperBackend, voices: dict[str, str], texts: Sequence[str], repeats: int
+) -> dict[str, dict[str, float]]:
+    """Seconds from a request's arrival at the backend to its first chunk of audio (text front end, encoder,
+    first decoder window and, for a cloned voice, its conversion), median over texts and repeats, for each
+    voice (measured in turn, so that noise hits them alike); and the audio that chunk holds. Streaming latency
+    is unchanged "within one chunk" when the difference is small against the chunk's own duration."""
+    params = SynthesisParams(noise_scale=0.0, noise_w_scale=0.0)
+    seconds: dict[str, list[float]] = {label: [] for label in voices}
+    chunk_s: dict[str, list[float]] = {label: [] for label in voices}
+    for _ in range(repeats):
+        for i, text in enumerate(texts):
+            for label, voice_id in voices.items():
+                inp = SpeechInput(f"latency-{i}", text, voice_id, params)
+                t0 = time.perf_counter()
+                (slot,) = backend.prefill([(inp, backend.preprocess(inp))])
+                out = backend.step([slot])[0]
+                seconds[label].append(time.perf_counter() - t0)
+                chunk_s[label].append(out.audio.size / backend.sample_rate)
+                backend.release(slot)
+    return {
+        label: {"first_chunk_s": round(statistics.median(seconds[label]), 4), "chunk_audio_s": min(chunk_s[label])}
+        for label in voices
+    }
+
+
 def _single_thread() -> None:
     """Conversion is timed on one thread: BLAS pools (if any are used) are limited to one thread."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -227,6 +259,32 @@ def _single_thread() -> None:
 
 
 # -- output -------------------------------------------------------------------------------------------------
+
+
+def _latency(
+    backend: PiperBackend, speakers: Sequence[tuple[str, str, str]], texts: Sequence[str], *, repeats: int
+) -> dict[str, dict[str, float]]:
+    """First-chunk latency of the base voice and of a voice cloned from the first speaker (ours)."""
+    _, engine, voice = speakers[0]
+    reference, rate = synthesize_target(engine, voice, REFERENCE_TEXT)
+    model = ConversionModel.fit(
+        reference, rate, backend.render(REFERENCE_TEXT), backend.sample_rate, sample_rate=backend.sample_rate
+    )
+    backend.load_voice("voice_bench", pack(backend.voice_model_format, model.to_bytes()))
+    return first_chunk_latency(backend, {"base": backend.voice_id, "cloned": "voice_bench"}, texts, repeats)
+
+
+def render_latency(latency: dict[str, dict[str, float]]) -> str:
+    if not latency:
+        return ""
+    base, cloned = latency["base"], latency["cloned"]
+    extra_ms = 1000 * (cloned["first_chunk_s"] - base["first_chunk_s"])
+    return (
+        f"First chunk (median, one thread): base voice {1000 * base['first_chunk_s']:.0f} ms, cloned "
+        f"{1000 * cloned['first_chunk_s']:.0f} ms (+{extra_ms:.0f} ms; the chunk holds "
+        f"{1000 * cloned['chunk_audio_s']:.0f} ms of audio, {1000 * base['chunk_audio_s']:.0f} ms for the base voice, "
+        "the rest follows with the next)."
+    )
 
 
 def render_table(results: list[SpeakerResult]) -> str:
@@ -315,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             results.append(result)
             print(f"{name}: " + ", ".join(f"{m} {v:.3f}" for m, v in result.similarity.items()), flush=True)
+        latency = _latency(backend, speakers, texts, repeats=3 if args.quick else 10) if results else {}
     finally:
         backend.close()
     if not results:
@@ -328,15 +387,17 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - started, 1),
         "mean_similarity": {m: round(float(np.mean([r.similarity[m] for r in results])), 4) for m in METHODS},
         "speakers": [asdict(r) for r in results],
+        "latency": latency,
     }
     (args.out / "voices.json").write_text(json.dumps(summary, indent=2) + "\n")
     (args.out / "voices.md").write_text(
         "# Voice conversion quality (resemblyzer similarity to a held-out target clip)\n\n"
         f"`chorus bench-voices{' --quick' if args.quick else ''}`; RTF: streaming conversion, one thread, "
-        "median of repeats; fit: seconds to fit at registration.\n\n" + table + "\n"
+        "median of repeats; fit: seconds to fit at registration.\n\n" + table + "\n\n" + render_latency(latency) + "\n"
     )
     write_plot(results, args.out / "voices.png")
     print(table)
+    print(render_latency(latency))
     print(f"wrote {args.out / 'voices.json'}, voices.md, voices.png ({summary['seconds']} s)")
     return 0
 
