@@ -85,14 +85,24 @@ def cmd_say(args: argparse.Namespace) -> int:
 
 
 def cmd_voices(args: argparse.Namespace) -> int:
+    """Built-in voices, then the default tenant's cloned voices from the configured store."""
     from chorus.models.registry import build_backend
+    from chorus.store import VoiceStore, open_store
+    from chorus.store.tenants import DEFAULT_TENANT
 
-    backend = build_backend(_settings(args))
+    settings = _settings(args)
+    backend = build_backend(settings)
     try:
         for v in backend.voices():
-            print(f"{v.voice_id}\t{v.language}\t{v.description}")
+            print(f"{v.voice_id}\t{v.language}\tbuilt-in: {v.description}")
     finally:
         backend.close()
+    sql, blobs = open_store(settings.store, settings.data_dir)
+    try:
+        for r in VoiceStore(sql, blobs).list(DEFAULT_TENANT):
+            print(f"{r.id}\t{r.language}\tcloned: {r.name} ({r.duration_s:.1f} s reference)")
+    finally:
+        sql.close()
     return 0
 
 

@@ -36,7 +36,17 @@ def test_say_refuses_an_unknown_voice(tmp_path: Path) -> None:
     assert "unknown voice" in proc.stderr
 
 
-def test_voices_lists_the_bundled_voice() -> None:
-    proc = chorus("voices")
+def test_voices_lists_built_in_and_cloned_voices(tmp_path: Path) -> None:
+    from chorus.store import VoiceStore, open_store
+    from chorus.store.settings import StoreConfig
+
+    sql, blobs = open_store(StoreConfig(), tmp_path)
+    VoiceStore(sql, blobs).create("default", "Ada", "en", None, b"o", b"p", b"e", duration_s=4.0, sample_rate=24_000)
+    sql.close()
+    config = tmp_path / "chorus.yaml"
+    config.write_text(f"data_dir: {tmp_path}\n")
+    proc = chorus("voices", "--config", str(config))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("joe\ten_US")
+    builtin, cloned = proc.stdout.splitlines()
+    assert builtin.startswith("joe\ten_US\tbuilt-in")
+    assert cloned.startswith("voice_") and cloned.endswith("\ten\tcloned: Ada (4.0 s reference)")
