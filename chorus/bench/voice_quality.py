@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sentences = [backend.render(text) for text in texts]
         statistics_source = backend.render(STATISTICS_TEXT)
-        encoder = SpeakerEncoder(num_threads=1)
+        encoder = SpeakerEncoder()
         encoder.warm_up()
         results = []
         for name, engine, voice in speakers:

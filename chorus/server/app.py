@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -61,7 +60,7 @@ def create_app(
             model_id=settings.model.name,
             started_at=time.time(),
             voice_store=voice_store,
-            voice_service=VoiceService(voice_store, catalog, engine.backend, encoder=_speaker_encoder(), limits=limits),
+            voice_service=VoiceService(voice_store, catalog, engine.backend, encoder=SpeakerEncoder(), limits=limits),
         )
         app.state.chorus = state
         log.info(
@@ -93,12 +92,3 @@ def create_app(
     # Uploads that announce more than a reference clip may be are refused before their body is read.
     app.add_middleware(UploadLimit, max_bytes=limits.max_bytes, paths=voices.UPLOAD_PATHS)
     return app
-
-
-def _speaker_encoder() -> SpeakerEncoder | None:
-    if importlib.util.find_spec("resemblyzer") is None:
-        log.warning(
-            "voice registration is off: the speaker encoder is not installed (pip install 'chorus-tts[voices]')"
-        )
-        return None
-    return SpeakerEncoder()

@@ -1,47 +1,33 @@
-"""Speaker embeddings: resemblyzer's GE2E d-vectors (256-d, weights shipped inside the package).
+"""Speaker embeddings: resemblyzer's GE2E d-vectors (256-d), computed with onnxruntime (chorus.voices.ge2e).
 
 They answer "does this sound like that speaker?" — to check a cloned voice against its reference, to
-spot duplicate uploads of one voice — without running a TTS model. resemblyzer (and torch, librosa) are
-imported on first use, so that importing chorus stays cheap and servers that never embed never load them.
-
-Threads: the encoder is a small LSTM run on short clips, where torch's intra-op parallelism costs far more
-than it saves (measured: 0.05 s with 1 thread, up to 3 s with 2 on a busy 2-core machine). torch's thread
-count is process-wide, so each call sets it to ``num_threads`` and restores it afterwards, under one lock
-shared by every encoder; other torch work running in that same window also sees the lowered count.
+spot duplicate uploads of one voice — without running a TTS model. The network and its weights ship in the
+package and run without torch, so every install can register voices; the embeddings equal resemblyzer's
+(cosine 1.0 in tests/voices/test_ge2e.py), so its published numbers carry over. The model loads on first use.
 """
 
 from __future__ import annotations
 
 import io
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
 
 import numpy as np
 
 from chorus.audio.resample import resample
+from chorus.voices.ge2e import EMBEDDING_DIM, Ge2eOnnx
+from chorus.voices.ge2e import SAMPLE_RATE as ENCODER_SAMPLE_RATE
 
-EMBEDDING_DIM = 256
-ENCODER_SAMPLE_RATE = 16_000  # the rate resemblyzer's mel front end and weights expect
-_NORMALISE_DBFS = -30  # resemblyzer's own preprocessing level (audio_norm_target_dBFS)
-
-INSTALL_HINT = (
-    "speaker embeddings need resemblyzer: pip install 'resemblyzer>=0.1.4' 'setuptools<81' "
-    "(its webrtcvad imports pkg_resources, which setuptools 81 removed); install torch first to choose its build"
-)
-
-_torch_threads_lock = threading.Lock()
+__all__ = ["EMBEDDING_DIM", "ENCODER_SAMPLE_RATE", "EmbeddingCache", "SpeakerEncoder"]
 
 
 class SpeakerEncoder:
-    """Embeds speech as a unit-length float32 vector; thread-safe (calls run one at a time)."""
+    """Embeds speech as a unit-length float32 vector; thread-safe."""
 
-    def __init__(self, *, num_threads: int = 1) -> None:
-        self.num_threads = num_threads
-        self._model: Any = None
+    def __init__(self) -> None:
+        self._model: Ge2eOnnx | None = None
         self._load_lock = threading.Lock()
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -54,25 +40,18 @@ class SpeakerEncoder:
         wav = np.clip(resample(wav, sample_rate, ENCODER_SAMPLE_RATE), -1.0, 1.0)
         if not np.any(wav):
             raise ValueError("the audio is silent")
-        model, audio_module = self._load()
-        # resemblyzer's preprocessing: raise quiet audio to -30 dBFS, then cut long pauses (webrtcvad). If the
-        # VAD finds no voice at all (synthetic or odd audio), the whole clip is used rather than nothing.
-        wav = np.asarray(audio_module.normalize_volume(wav, _NORMALISE_DBFS, increase_only=True), np.float32)
-        voiced = np.asarray(audio_module.trim_long_silences(wav), np.float32)
-        if voiced.size >= ENCODER_SAMPLE_RATE // 2:
-            wav = voiced
-        embedding = np.asarray(self._run(model, wav), dtype=np.float32).reshape(-1)
-        norm = float(np.linalg.norm(embedding))
-        if embedding.shape != (EMBEDDING_DIM,) or not np.isfinite(norm) or norm == 0.0:
-            raise ValueError("the speaker encoder produced no usable embedding for this audio")
-        return embedding / np.float32(norm)
+        return self._load().embed(wav)
 
     def warm_up(self) -> None:
-        """Load the model and run it once: the first call in a process pays for importing librosa's
-        spectrogram code and loading numba-compiled functions (about 3 s here; ~30 s the very first time
-        on a machine, while numba compiles and caches)."""
+        """Load the model and run it once (the first run allocates)."""
         rng = np.random.default_rng(0)
         self.embed((0.1 * rng.standard_normal(ENCODER_SAMPLE_RATE)).astype(np.float32), ENCODER_SAMPLE_RATE)
+
+    def _load(self) -> Ge2eOnnx:
+        with self._load_lock:
+            if self._model is None:
+                self._model = Ge2eOnnx()
+            return self._model
 
     @staticmethod
     def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,38 +83,6 @@ class SpeakerEncoder:
         ):
             raise ValueError("not a stored speaker embedding (expected a (256,) float32 .npy array)")
         return embedding
-
-    def _load(self) -> tuple[Any, Any]:
-        with self._load_lock:
-            if self._model is None:
-                self._model = _load_voice_encoder()
-            from resemblyzer import audio as audio_module
-
-            return self._model, audio_module
-
-    def _run(self, model: Any, wav: np.ndarray) -> Any:
-        import torch
-
-        with _torch_threads_lock:
-            previous = torch.get_num_threads()
-            torch.set_num_threads(self.num_threads)
-            try:
-                return model.embed_utterance(wav)
-            finally:
-                torch.set_num_threads(previous)
-
-
-def _load_voice_encoder() -> Any:
-    try:
-        with warnings.catch_warnings():
-            # webrtcvad (a resemblyzer dependency) imports pkg_resources, which warns that it is deprecated.
-            warnings.filterwarnings("ignore", message=".*pkg_resources.*", category=UserWarning)
-            from resemblyzer import VoiceEncoder
-    except ImportError as e:
-        raise ImportError(f"{e}; {INSTALL_HINT}") from e
-    model = VoiceEncoder("cpu", verbose=False)
-    model.eval()
-    return model
 
 
 class EmbeddingCache:

@@ -55,7 +55,7 @@ class VoiceService:
         catalog: VoiceCatalog,
         backend: Backend,
         *,
-        encoder: Embedder | None,
+        encoder: Embedder,
         limits: ReferenceLimits | None = None,
         max_waiting_registrations: int = 4,
     ) -> None:
@@ -91,8 +91,6 @@ class VoiceService:
                 f"the {self.backend.name} backend cannot clone voices (a Qwen3-TTS CustomVoice checkpoint speaks "
                 "its built-in speakers only; use a Base checkpoint or the Piper default)"
             )
-        if self.encoder is None:
-            raise CloningUnavailableError("voice registration needs the speaker encoder, which failed to load")
         with self._waiting_lock:
             if self._waiting >= self._max_waiting:
                 raise QueueFullError("too many voice registrations in progress; retry shortly", retry_after_s=5.0)
@@ -107,7 +105,6 @@ class VoiceService:
     def _register(
         self, cloner: VoiceCloner, tenant_id: str, name: str, data: bytes, ref_text: str | None, language: str
     ) -> VoiceRecord:
-        assert self.encoder is not None
         # A name clash is cheap to find before the work (the store checks again, atomically, at insert).
         if any(v.name == name for v in self.store.list(tenant_id)):
             raise VoiceExistsError(f"a voice named {name!r} already exists", param="name")
