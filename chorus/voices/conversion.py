@@ -141,6 +141,23 @@ class ConversionModel:
         Frames are paired by DTW (first on per-speaker normalised features, then on converted source features),
         a joint-density GMM is fitted on the pairs, and global variance is restored after MMSE conversion.
         """
+        return cls._fit(
+            "parallel", target, target_sr, source, source_sr, sample_rate, _dtw_warp, lambda a, b: _dtw(a, b)[0]
+        )
+
+    @classmethod
+    def _fit(
+        cls,
+        kind: str,
+        target: np.ndarray,
+        target_sr: int,
+        source: np.ndarray,
+        source_sr: int,
+        sample_rate: int,
+        choose_warp: Callable[[np.ndarray, np.ndarray, int], float],
+        align: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    ) -> ConversionModel:
+        """Analyse both speakers, warp the source by ``choose_warp``'s factor, then fit on ``align``'s pairs."""
         tgt = _prepare(target, target_sr, sample_rate, "target")
         src = _prepare(source, source_sr, sample_rate, "source")
         tf = _analyse(tgt, sample_rate)
@@ -148,9 +165,9 @@ class ConversionModel:
         f0_stats = np.concatenate([_log_f0_stats(sf.f0, "source"), _log_f0_stats(tf.f0, "target")])
         x_speech, y_speech = _speech_indices(sf, tf)
         y = _coded(tf.sp[y_speech], sample_rate)[0][:, 1:]
-        warp = _dtw_warp(sf.sp[x_speech], y, sample_rate)
+        warp = choose_warp(sf.sp[x_speech], y, sample_rate)
         x = _coded(_apply_warp(sf.sp[x_speech], *_warp_table(warp, sample_rate)), sample_rate)[0][:, 1:]
-        return cls._fit_pairs("parallel", sample_rate, f0_stats, warp, x, y, lambda a, b: _dtw(a, b)[0])
+        return cls._fit_pairs(kind, sample_rate, f0_stats, warp, x, y, align)
 
     @classmethod
     def _fit_pairs(
@@ -180,16 +197,7 @@ class ConversionModel:
     ) -> ConversionModel:
         """No transcript: ``source`` is any base-voice speech. Frames are paired by nearest neighbour rather than
         by time (INCA-style alignment), otherwise as :meth:`fit`."""
-        tgt = _prepare(target, target_sr, sample_rate, "target")
-        src = _prepare(source, source_sr, sample_rate, "source")
-        tf = _analyse(tgt, sample_rate)
-        sf = _analyse(src, sample_rate)
-        f0_stats = np.concatenate([_log_f0_stats(sf.f0, "source"), _log_f0_stats(tf.f0, "target")])
-        x_speech, y_speech = _speech_indices(sf, tf)
-        y = _coded(tf.sp[y_speech], sample_rate)[0][:, 1:]
-        warp = _nearest_warp(sf.sp[x_speech], y, sample_rate)
-        x = _coded(_apply_warp(sf.sp[x_speech], *_warp_table(warp, sample_rate)), sample_rate)[0][:, 1:]
-        return cls._fit_pairs("statistics", sample_rate, f0_stats, warp, x, y, _nearest_pairs)
+        return cls._fit("statistics", target, target_sr, source, source_sr, sample_rate, _nearest_warp, _nearest_pairs)
 
     @classmethod
     def fit_fixed_warp(

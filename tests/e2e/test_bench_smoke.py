@@ -12,14 +12,20 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def test_quick_bench_writes_json_markdown_and_plot(tmp_path: Path) -> None:
+def quick(command: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """`chorus COMMAND --quick --out OUT`, which must succeed."""
     proc = subprocess.run(
-        [sys.executable, "-m", "chorus.cli", "bench", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", "chorus.cli", command, "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_quick_bench_writes_json_markdown_and_plot(tmp_path: Path) -> None:
+    proc = quick("bench", tmp_path)
     result = json.loads((tmp_path / "latest.json").read_text())
     assert (tmp_path / "latest.png").stat().st_size > 1000
     assert "| system" in (tmp_path / "latest.md").read_text() or "|" in (tmp_path / "latest.md").read_text()
@@ -28,13 +34,7 @@ def test_quick_bench_writes_json_markdown_and_plot(tmp_path: Path) -> None:
 
 
 def test_quick_voice_bench_measures_every_method(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "chorus.cli", "bench-voices", "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = quick("bench-voices", tmp_path)
     result = json.loads((tmp_path / "voices.json").read_text())
     assert set(result["mean_similarity"]) == {"floor", "baseline", "fallback", "ours", "ceiling"}
     assert len(result["speakers"]) == 2, proc.stderr  # a festival and an espeak-ng speaker
