@@ -158,6 +158,8 @@ class VoiceCloner(Protocol):
     # Names what build_voice makes (method, version, base model). Stored bytes of another format are rebuilt
     # from the voice's reference audio rather than loaded into a model they were not made for.
     voice_model_format: str
+    # False when this model cannot take new voices (e.g. a Qwen3-TTS CustomVoice checkpoint): refused up front.
+    can_clone: bool
 
     def build_voice(self, voice: ReferenceVoice) -> bytes:
         """Compute the voice's model; ValueError if this backend cannot use the clip (e.g. no cloning here)."""

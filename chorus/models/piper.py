@@ -109,6 +109,7 @@ class PiperBackend:
     is_compute_bound = True
     is_autoregressive = False
     default_max_slots = 64
+    can_clone = True  # by conversion of this voice's output (chorus.voices.conversion)
 
     def __init__(
         self,

@@ -42,7 +42,7 @@ class Embedder(Protocol):
 
 
 class CloningUnavailableError(ChorusError):
-    """This server cannot register voices (its backend has no cloning, or a part is not installed)."""
+    """This server cannot register voices: its model speaks built-in voices only."""
 
     status_code = 501
     error_type = "not_implemented_error"
@@ -86,7 +86,7 @@ class VoiceService:
         ref_text = self._check_ref_text(ref_text)
         language = self._check_language(language)
         cloner = self.cloner
-        if cloner is None:
+        if cloner is None or not cloner.can_clone:
             raise CloningUnavailableError(
                 f"the {self.backend.name} backend cannot clone voices (a Qwen3-TTS CustomVoice checkpoint speaks "
                 "its built-in speakers only; use a Base checkpoint or the Piper default)"
@@ -236,7 +236,7 @@ class VoiceService:
 
     def _ensure_loaded(self, record: VoiceRecord) -> None:
         cloner = self.cloner
-        if cloner is None:
+        if cloner is None or not cloner.can_clone:
             raise CloningUnavailableError(f"the {self.backend.name} backend cannot speak cloned voices")
         if cloner.has_voice(record.id):
             return

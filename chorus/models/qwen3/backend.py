@@ -166,6 +166,10 @@ class Qwen3Backend:
 
     # -- registered voices (VoiceCloner) -------------------------------------------------------------
 
+    @property
+    def can_clone(self) -> bool:
+        return self.kind == "base"
+
     def build_voice(self, voice: ReferenceVoice) -> bytes:
         """The Base model's own cloning prompt (speaker embedding, reference codes), computed once per voice."""
         if self.kind != "base":
