@@ -4,7 +4,9 @@ mid-registration leaves no half voice and the retry works."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -181,6 +183,7 @@ def test_bad_upload_is_a_specific_4xx_and_stores_nothing(
 ) -> None:
     server, data_dir = sqlite_server
     fields, data, status, code, param = bad_uploads[case]
+    before = stored(data_dir), voice_ids(server.url), voice_work(server)
     files = {} if data is None else {"audio_sample": ("ref.wav", data, "audio/wav")}
     response = httpx.post(f"{server.url}/v1/audio/voices", data=fields, files=files, timeout=60)
     assert response.status_code == status, response.text
@@ -188,9 +191,15 @@ def test_bad_upload_is_a_specific_4xx_and_stores_nothing(
     assert error["param"] == param, error
     if code is not None:
         assert error["code"] == code, error
-    assert voice_ids(server.url) == []
-    assert not (data_dir / "blobs" / "voices").exists() or not any((data_dir / "blobs" / "voices").rglob("*.*"))
-    assert voice_work(server).get("built", 0) == 0
+    # Nothing stored (no row, pending or not; no blob), nothing listed, no voice model built.
+    assert (stored(data_dir), voice_ids(server.url), voice_work(server)) == before
+
+
+def stored(data_dir: Path) -> tuple[int, int]:
+    """(voice rows of any status, blob files) in a server's SQLite database and blob directory."""
+    with contextlib.closing(sqlite3.connect(data_dir / "chorus.db")) as db:
+        (rows,) = db.execute("SELECT count(*) FROM voices").fetchone()
+    return int(rows), sum(1 for p in (data_dir / "blobs").rglob("*") if p.is_file())
 
 
 def test_upload_over_the_limit_without_a_length_is_cut_off(sqlite_server: tuple[Server, Path]) -> None:
