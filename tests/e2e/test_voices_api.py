@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from chorus.store.voices import voice_prefix
 from tests.e2e.conftest import Server, start_server, stop_server
 from tests.store.fixtures import Backend, make_backend
 from tests.voices.speech import (
@@ -75,9 +76,14 @@ def store_config(backend: Backend) -> dict[str, object]:
     return {"store": backend.config_args, "data_dir": str(backend.data_dir)}
 
 
-def blob_files(backend: Backend) -> list[Path]:
-    root = backend.data_dir / "blobs"
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+def stored_blobs(backend: Backend, voice_id: str) -> list[str]:
+    """Which of a voice's blobs exist in the store (local directory or S3), read directly."""
+    sql, blobs = backend.open(migrate=False)
+    try:
+        kinds = ("conversion", "embedding", "original", "processed")
+        return [k for k in kinds if blobs.exists(f"{voice_prefix('default', voice_id)}/{k}")]
+    finally:
+        sql.close()
 
 
 @pytest.fixture(params=["sqlite+file", "postgres+s3"])
@@ -117,6 +123,7 @@ def test_register_restart_speak_delete(store_backend: Backend, reference: bytes,
         assert np.array_equal(say(server.url, "Ada"), by_id)
         assert voice_work(server) == {"loaded": 1}
 
+        assert stored_blobs(store_backend, voice["id"]) == ["conversion", "embedding", "original", "processed"]
         deleted = httpx.delete(f"{server.url}/v1/audio/voices/{voice['id']}", timeout=10)
         assert deleted.status_code == 200 and deleted.json()["deleted"] is True
         assert voice_ids(server.url) == []
@@ -127,7 +134,7 @@ def test_register_restart_speak_delete(store_backend: Backend, reference: bytes,
         )
         assert gone.status_code == 400 and "unknown voice" in gone.json()["error"]["message"]
         assert httpx.delete(f"{server.url}/v1/audio/voices/{voice['id']}", timeout=10).status_code == 404
-        assert blob_files(store_backend) == []  # the audio went with the voice (S3: an empty local root)
+        assert stored_blobs(store_backend, voice["id"]) == []  # the audio went with the voice
     finally:
         stop_server(server)
 
