@@ -1,7 +1,8 @@
-"""Refuse oversized uploads from their Content-Length, before the multipart body is read and spooled.
+"""Refuse oversized uploads before they are read whole: by Content-Length up front, and by counting the body of
+an upload sent without one (chunked), which is cut off at the limit instead of being spooled to disk entire.
 
 A pure ASGI middleware (not BaseHTTPMiddleware, which would get between the streaming routes and the client's
-disconnect). Uploads sent without a length are still bounded: the route stops reading at the limit.
+disconnect).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chorus.server.errors import error_body
 
@@ -21,16 +22,49 @@ class UploadLimit:
     def __init__(self, app: ASGIApp, *, max_bytes: int, paths: Iterable[str]) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.limit = max_bytes + FORM_OVERHEAD_BYTES
         self.paths = frozenset(paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes + FORM_OVERHEAD_BYTES:
-                message = f"the upload is {int(length) / 2**20:.1f} MiB; at most {self.max_bytes / 2**20:.1f} MiB"
-                body = json.dumps(error_body("invalid_request_error", message, "audio_sample", "too_large")).encode()
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-                await send({"type": "http.response.start", "status": 413, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._refuse(send, int(length))
+            return
+        received = 0
+        refused = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    refused = True
+                    await self._refuse(send, None)
+                    return {"type": "http.disconnect"}  # the app stops reading, as if the client had left
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not refused:  # once refused, the 413 is the response
+                await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)
+
+    async def _refuse(self, send: Send, length: int | None) -> None:
+        limit = f"{self.max_bytes / 2**20:.1f} MiB"
+        message = (
+            f"the upload is {length / 2**20:.1f} MiB; at most {limit}"
+            if length is not None
+            else f"the upload is over the {limit} limit"
+        )
+        body = json.dumps(error_body("invalid_request_error", message, "audio_sample", "too_large")).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
