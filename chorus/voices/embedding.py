@@ -16,7 +16,6 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from chorus.audio.resample import resample
 from chorus.voices.ge2e import EMBEDDING_DIM, Ge2eOnnx
 from chorus.voices.ge2e import SAMPLE_RATE as ENCODER_SAMPLE_RATE
 
@@ -32,15 +31,7 @@ class SpeakerEncoder:
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """Mono float audio at any rate → (256,) float32, L2-normalised. Raises ValueError for unusable audio."""
-        wav = np.asarray(audio, dtype=np.float32)
-        if wav.ndim != 1 or wav.size == 0:
-            raise ValueError(f"expected non-empty mono audio (1-D), got shape {wav.shape}")
-        if not np.all(np.isfinite(wav)):
-            raise ValueError("the audio contains NaN or infinite samples")
-        wav = np.clip(resample(wav, sample_rate, ENCODER_SAMPLE_RATE), -1.0, 1.0)
-        if not np.any(wav):
-            raise ValueError("the audio is silent")
-        return self._load().embed(wav)
+        return self._load().embed(audio, sample_rate)
 
     def warm_up(self) -> None:
         """Load the model and run it once (the first run allocates)."""

@@ -11,10 +11,11 @@ at 1.3 per second, the mean of their embeddings normalised. Tests check it again
 from __future__ import annotations
 
 import functools
-import threading
 from importlib import resources
 
 import numpy as np
+
+from chorus.audio.resample import resample
 
 SAMPLE_RATE = 16_000
 N_FFT = 400  # 25 ms
@@ -23,7 +24,8 @@ N_MELS = 40
 PARTIAL_FRAMES = 160  # 1.6 s per partial utterance
 PARTIALS_PER_SECOND = 1.3
 MIN_COVERAGE = 0.75
-NORMALISE_DBFS = -30.0
+NORMALISE_DBFS = -30  # an int, as in resemblyzer: the arithmetic stays float32
+INT16_MAX = 2**15 - 1
 VAD_WINDOW = 480  # 30 ms at 16 kHz
 VAD_AVERAGE_WIDTH = 8
 VAD_MAX_SILENCE = 6
@@ -31,7 +33,8 @@ EMBEDDING_DIM = 256
 
 
 class Ge2eOnnx:
-    """Speaker embeddings: (256,) float32, unit length. Thread-safe (onnxruntime sessions are)."""
+    """Speaker embeddings: (256,) float32, unit length. Thread-safe: onnxruntime sessions may run concurrently,
+    and everything else here is per-call state (the VAD object included)."""
 
     def __init__(self) -> None:
         import onnxruntime as ort
@@ -42,36 +45,65 @@ class Ge2eOnnx:
         options.inter_op_num_threads = 1
         model = resources.files("chorus.voices.data").joinpath("ge2e.onnx").read_bytes()
         self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        self._vad_lock = threading.Lock()
 
-    def embed(self, wav: np.ndarray) -> np.ndarray:
-        """16 kHz mono float32 in [-1, 1] → embedding; ValueError when there is nothing to embed."""
-        wav = normalise_volume(np.asarray(wav, dtype=np.float32))
+    def embed(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        """Mono float audio at any rate → (256,) float32, L2-normalised; ValueError for unusable audio.
+
+        What chorus's SpeakerEncoder.embed computed with resemblyzer: resampled to 16 kHz (soxr) and clipped to
+        [-1, 1], then ``preprocess_wav`` and ``embed_utterance``. One addition, kept from SpeakerEncoder: when the
+        VAD keeps less than 0.5 s (odd or synthetic audio), the whole clip is embedded rather than a scrap.
+        """
+        if sample_rate <= 0:
+            raise ValueError(f"the sample rate must be positive, got {sample_rate}")
+        wav = np.asarray(audio, dtype=np.float32)
+        if wav.ndim != 1 or wav.size == 0:
+            raise ValueError(f"expected non-empty mono audio (1-D), got shape {wav.shape}")
+        if not np.all(np.isfinite(wav)):
+            raise ValueError("the audio contains NaN or infinite samples")
+        if sample_rate != SAMPLE_RATE:
+            wav = resample(wav, sample_rate, SAMPLE_RATE)
+        wav = np.clip(wav, -1.0, 1.0)
+        if wav.size == 0:
+            raise ValueError("the audio is too short to embed")
+        if not np.any(wav):
+            raise ValueError("the audio is silent")
+        wav = normalise_volume(wav)
         voiced = trim_long_silences(wav)
-        if voiced.size >= SAMPLE_RATE // 2:  # a VAD that hears no voice (odd audio) leaves the whole clip
+        if voiced.size >= SAMPLE_RATE // 2:
             wav = voiced
+        return self.embed_utterance(wav)
+
+    def embed_utterance(self, wav: np.ndarray) -> np.ndarray:
+        """resemblyzer's ``VoiceEncoder.embed_utterance`` for preprocessed 16 kHz audio: the normalised mean of
+        the embeddings of 160-frame partials (1.3 per second, the last one zero-padded if it covers 75 %)."""
+        wav = np.asarray(wav, dtype=np.float32)
         starts = partial_starts(wav.size)
         stop = (starts[-1] + PARTIAL_FRAMES) * HOP
         if stop >= wav.size:  # the last partial reaches past the audio: zeros, before the spectrogram
             wav = np.pad(wav, (0, stop - wav.size))
         mel = mel_spectrogram(wav)
-        partials = np.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
-        embeddings = self._session.run(None, {"mels": partials})[0]
-        mean = np.asarray(embeddings, np.float32).mean(axis=0)
+        partials = np.ascontiguousarray(np.stack([mel[s : s + PARTIAL_FRAMES] for s in starts]))
+        embeddings = np.asarray(self._session.run(None, {"mels": partials})[0], np.float32)
+        mean = embeddings.mean(axis=0)
         norm = float(np.linalg.norm(mean))
-        if not np.isfinite(norm) or norm == 0.0:
+        if mean.shape != (EMBEDDING_DIM,) or not np.isfinite(norm) or norm == 0.0:
             raise ValueError("the speaker encoder produced no usable embedding for this audio")
         embedding: np.ndarray = (mean / np.float32(norm)).astype(np.float32)
         return embedding
 
 
 def normalise_volume(wav: np.ndarray) -> np.ndarray:
-    """Raise (never lower) the level to -30 dBFS RMS, as resemblyzer's ``normalize_volume(increase_only)``."""
-    rms = float(np.sqrt(np.mean((wav * 32767.0) ** 2)))
-    if rms == 0.0:
+    """Raise (never lower) the level to -30 dBFS RMS, as resemblyzer's ``normalize_volume(increase_only=True)``,
+    with its very expressions (so its float32 rounding too: the VAD sees bit-identical 16-bit samples)."""
+    rms = np.sqrt(np.mean((wav * INT16_MAX) ** 2))
+    if not rms > 0:
         raise ValueError("the audio is silent")
-    change_db = NORMALISE_DBFS - 20.0 * np.log10(rms / 32767.0)
-    return wav * np.float32(10.0 ** (change_db / 20.0)) if change_db > 0 else wav
+    wave_dbfs = 20 * np.log10(rms / INT16_MAX)
+    change_db = NORMALISE_DBFS - wave_dbfs
+    if change_db < 0:
+        return wav
+    normalised: np.ndarray = wav * (10 ** (change_db / 20))
+    return normalised
 
 
 def trim_long_silences(wav: np.ndarray) -> np.ndarray:
@@ -81,7 +113,8 @@ def trim_long_silences(wav: np.ndarray) -> np.ndarray:
     wav = wav[: wav.size - wav.size % VAD_WINDOW]
     if wav.size == 0:
         return wav
-    pcm = np.round(wav * 32767.0).astype("<i2").tobytes()
+    # as resemblyzer: samples above full scale (after raising the volume) wrap around in the int16 cast
+    pcm = np.round(wav * INT16_MAX).astype("<i2").tobytes()
     vad = webrtcvad.Vad(3)
     step = 2 * VAD_WINDOW
     flags = np.array([vad.is_speech(pcm[i : i + step], SAMPLE_RATE) for i in range(0, len(pcm), step)], float)
