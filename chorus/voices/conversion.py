@@ -246,35 +246,21 @@ class ConversionModel:
         covs_xx, covs_yx = gmm.covs[:, :k, :k], gmm.covs[:, k:, :k]
         transforms = np.linalg.solve(covs_xx, covs_yx.transpose(0, 2, 1)).transpose(0, 2, 1)
         biases = means_y - np.einsum("mij,mj->mi", transforms, means_x)
-        ungv = cls(
-            sample_rate=sample_rate,
-            kind=kind,
-            f0_stats=f0_stats,
-            warp=warp,
-            weights=gmm.weights,
-            means_x=means_x,
-            covs_x=covs_xx,
-            transforms=transforms,
-            biases=biases,
-            gv_center=np.zeros(k),
-            gv_scale=np.ones(k),
-        )
-        converted = ungv._map(x)
+        fields = {
+            "sample_rate": sample_rate,
+            "kind": kind,
+            "f0_stats": f0_stats,
+            "warp": warp,
+            "weights": gmm.weights,
+            "means_x": means_x,
+            "covs_x": covs_xx,
+            "transforms": transforms,
+            "biases": biases,
+        }
+        converted = cls(**fields, gv_center=np.zeros(k), gv_scale=np.ones(k))._map(x)
         center = converted.mean(axis=0)
         scale = np.clip((y.std(axis=0) + 1e-6) / (converted.std(axis=0) + 1e-6), 1.0, GV_MAX_SCALE)
-        return cls(
-            sample_rate=sample_rate,
-            kind=kind,
-            f0_stats=f0_stats,
-            warp=warp,
-            weights=gmm.weights,
-            means_x=means_x,
-            covs_x=covs_xx,
-            transforms=transforms,
-            biases=biases,
-            gv_center=center,
-            gv_scale=scale,
-        )
+        return cls(**fields, gv_center=center, gv_scale=scale)
 
     # -- persistence --------------------------------------------------------------------------------
 
