@@ -11,8 +11,6 @@ into its text rows, its own sampling parameters and RNG. Prompts come from the l
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import time
@@ -29,6 +27,7 @@ from chorus.models.base import ReferenceVoice, SlotState, SpeechInput, StepOutpu
 from chorus.models.qwen3.kvcache import SlotKVCache
 from chorus.models.qwen3.prompt import PromptCapture, TalkerPrompt
 from chorus.models.qwen3.sampling import RowSampling, repetition_penalty_, sample_rows
+from chorus.models.qwen3.voice_prompt import checkpoint_digest, decode_prompt, encode_prompt
 from chorus.voices import voice_model
 
 SAMPLE_RATE = 24_000
@@ -113,7 +112,7 @@ class Qwen3Backend:
         self.kind = str(config.tts_model_type)
         self.name = Path(path).name
         # Prompt features come from this checkpoint's speaker encoder and codec: they carry its identity.
-        self.voice_model_format = f"qwen3-prompt-1:{self.name}:{_checkpoint_digest(Path(path))}"
+        self.voice_model_format = f"qwen3-prompt-1:{self.name}:{checkpoint_digest(Path(path))}"
         self._registered: dict[str, Any] = {}  # voices registered through the API: id → prompt items
         self.eos = int(tcfg.codec_eos_token_id)
         self.num_groups = int(tcfg.num_code_groups)
@@ -179,35 +178,10 @@ class Qwen3Backend:
             (item,) = self.tts.create_voice_clone_prompt(
                 ref_audio=(audio, SAMPLE_RATE), ref_text=voice.ref_text, x_vector_only_mode=not voice.ref_text
             )
-        from safetensors.torch import save
-
-        tensors = {"ref_spk_embedding": item.ref_spk_embedding.detach().float().cpu().contiguous()}
-        if item.ref_code is not None:
-            tensors["ref_code"] = item.ref_code.detach().cpu().contiguous()
-        meta = {"x_vector_only_mode": item.x_vector_only_mode, "icl_mode": item.icl_mode, "ref_text": item.ref_text}
-        return voice_model.pack(self.voice_model_format, save(tensors, metadata={"item": json.dumps(meta)}))
+        return voice_model.pack(self.voice_model_format, encode_prompt(item))
 
     def load_voice(self, voice_id: str, data: bytes, language: str = "auto") -> None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load
-
-        from chorus.models.qwen3.compat import import_qwen_tts
-
-        payload = voice_model.unpack(data, self.voice_model_format)
-        try:
-            tensors = load(payload)
-            meta = json.loads(_safetensors_metadata(payload)["item"])
-        except (SafetensorError, ValueError, KeyError) as e:
-            raise voice_model.VoiceModelFormatError(f"unreadable Qwen3 voice prompt: {e}") from e
-        prompt_item = import_qwen_tts().VoiceClonePromptItem
-        ref_code = tensors.get("ref_code")
-        item = prompt_item(
-            ref_code=None if ref_code is None else ref_code.to(self.device),
-            ref_spk_embedding=tensors["ref_spk_embedding"].to(self.device, self.dtype),
-            x_vector_only_mode=bool(meta["x_vector_only_mode"]),
-            icl_mode=bool(meta["icl_mode"]),
-            ref_text=meta.get("ref_text"),
-        )
+        item = decode_prompt(voice_model.unpack(data, self.voice_model_format), self.device, self.dtype)
         self._registered[voice_id.lower()] = [item]
 
     def has_voice(self, voice_id: str) -> bool:
@@ -489,23 +463,3 @@ def _as_qwen(slot: SlotState) -> Qwen3Slot:
     if not isinstance(slot, Qwen3Slot):
         raise TypeError(f"Qwen3Backend got a {type(slot).__name__}")
     return slot
-
-
-def _checkpoint_digest(path: Path) -> str:
-    """Config + weight file sizes: changes with the checkpoint, without hashing gigabytes at start-up."""
-    h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors", "speech_tokenizer/model.safetensors"):
-        f = path / name
-        if f.is_file():
-            h.update(
-                name.encode() + f.read_bytes() if name.endswith(".json") else f"{name}:{f.stat().st_size}".encode()
-            )
-    return h.hexdigest()[:16]
-
-
-def _safetensors_metadata(payload: bytes) -> dict[str, str]:
-    """The __metadata__ of a safetensors buffer (safetensors.torch.load drops it)."""
-    header_len = int.from_bytes(payload[:8], "little")
-    header = json.loads(payload[8 : 8 + header_len])
-    meta: dict[str, str] = header.get("__metadata__") or {}
-    return meta
