@@ -59,7 +59,6 @@ def create_app(
             voices=catalog,
             model_id=settings.model.name,
             started_at=time.time(),
-            voice_store=voice_store,
             voice_service=VoiceService(voice_store, catalog, engine.backend, encoder=SpeakerEncoder(), limits=limits),
         )
         app.state.chorus = state

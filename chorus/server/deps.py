@@ -10,7 +10,6 @@ from fastapi import Depends, Request
 from chorus.config import Settings
 from chorus.engine.client import AsyncEngine
 from chorus.store.tenants import DEFAULT_TENANT
-from chorus.store.voices import VoiceStore
 from chorus.voices.catalog import VoiceCatalog
 from chorus.voices.service import VoiceService
 
@@ -24,7 +23,6 @@ class ServerState:
     voices: VoiceCatalog
     model_id: str
     started_at: float
-    voice_store: VoiceStore
     voice_service: VoiceService
     is_draining: bool = False
 

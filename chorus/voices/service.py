@@ -105,8 +105,8 @@ class VoiceService:
     def _register(
         self, cloner: VoiceCloner, tenant_id: str, name: str, data: bytes, ref_text: str | None, language: str
     ) -> VoiceRecord:
-        # A name clash is cheap to find before the work (the store checks again, atomically, at insert).
-        if any(v.name == name for v in self.store.list(tenant_id)):
+        # A name clash is cheap to find before the work (the store checks again, atomically, when it turns ready).
+        if self.store.find_by_name(tenant_id, name) is not None:
             raise VoiceExistsError(f"a voice named {name!r} already exists", param="name")
         ref = preprocess_reference(data, limits=self.limits)
         try:
@@ -208,8 +208,9 @@ class VoiceService:
         """The engine's id for a built-in voice or one of the tenant's cloned voices (by id or name), with the
         cloned voice's model installed in the backend (loaded from the store the first time)."""
         builtin = self.builtin_id(name)
-        if builtin is not None or name is None:
-            return builtin or self.catalog.default.voice_id
+        if builtin is not None:
+            return builtin
+        assert name is not None  # builtin_id resolves None to the default voice
         record = self._find(tenant_id, name.strip(), param)
         self._ensure_loaded(record)
         return record.id

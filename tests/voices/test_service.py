@@ -59,6 +59,13 @@ def test_concurrent_first_uses_load_the_stored_model_once(
     assert other.counts == {"loaded": 1}
     piper.unload_voice(voice_id)
 
+    # The stored embedding, read once into the cache, equals what registration computed.
+    record = store.get("default", voice_id)
+    stored = other.embedding(record)
+    assert other.embedding(record) is stored and other.embeddings.computations == 1
+    assert SpeakerEncoder.similarity(stored, first.embedding(record)) == pytest.approx(1.0)
+    assert first.embeddings.computations == 1  # registration put it in its cache: no read
+
 
 def test_a_model_made_for_another_backend_is_rebuilt_from_the_reference(
     store: VoiceStore, piper: PiperBackend, encoder: SpeakerEncoder
