@@ -88,6 +88,6 @@ def create_app(
     app.include_router(vtts.router)
     app.include_router(voices.router)
     app.include_router(ops.router)
-    # Uploads that announce more than a reference clip may be are refused before their body is read.
+    # Uploads larger than a reference clip may be are refused before their body is read whole.
     app.add_middleware(UploadLimit, max_bytes=limits.max_bytes, paths=voices.UPLOAD_PATHS)
     return app

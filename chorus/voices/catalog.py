@@ -1,4 +1,4 @@
-"""The voices a server offers: the backend's built-in ones (cloned voices join in a later issue)."""
+"""The built-in voices a backend offers, with OpenAI's voice names as aliases (cloned voices: voices/service.py)."""
 
 from __future__ import annotations
 
