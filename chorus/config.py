@@ -46,6 +46,9 @@ class ModelConfig(_Section):
     num_workers: int | None = Field(default=None, ge=1, le=256)
     # Qwen3-TTS: weights dtype (auto = bfloat16 on cuda, float32 on cpu) and KV-cache positions per slot.
     dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = "auto"
+    # Lossy speed-ups of the model's weights (Piper: an int8 HiFi-GAN decoder). Off by default: an option is
+    # only offered once it passed the audio-quality gate (``chorus bench-quality``; README has its figures).
+    quantization: Literal["none", "int8"] = "none"
     max_seq_len: int = Field(default=4096, ge=64, le=65_536)
     voices: list[CloneVoiceConfig] = Field(default_factory=list)
 
@@ -56,6 +59,9 @@ class WorkerConfig(_Section):
     emit_every_frames: int | None = Field(default=None, ge=1, le=10_000)
     # Frames in a stream's first chunk: small, for fast first audio. None = the backend's default.
     first_emit_frames: int | None = Field(default=None, ge=1, le=10_000)
+    # Largest chunk a stream grows to once it is ahead of its listener (chunks double from emit_every_frames up to
+    # this; longer chunks waste less of the decoder's context). None = the backend's default.
+    max_emit_frames: int | None = Field(default=None, ge=1, le=100_000)
     # Requests holding a slot at once. None = the backend's default (CPU Piper: 64; GPU AR models: 16).
     max_slots: int | None = Field(default=None, ge=1, le=4096)
     # Hard cap on generated frames per request for autoregressive backends (runaway guard).
@@ -81,6 +87,9 @@ class ServerConfig(_Section):
     # Wall-clock budget of one request from arrival to its last chunk, queueing included.
     request_timeout_s: float = Field(default=600.0, gt=0)
     max_input_chars: int = Field(default=4096, ge=1, le=100_000)
+    # A request whose predicted wait for a slot exceeds this (or its own ``timeout``) is refused at once with
+    # 429 + Retry-After instead of waiting to fail.
+    max_queue_wait_s: float = Field(default=30.0, gt=0, le=3600)
     # Output sample rate of every response format (OpenAI's pcm is 24 kHz s16le mono).
     output_sample_rate: int = Field(default=24_000, ge=8000, le=48_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -133,8 +133,9 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="chorus-engine", daemon=True)
         self._thread.start()
 
-    def shutdown(self, drain_timeout_s: float = 0.0) -> None:
-        """Stop taking requests, let running ones finish for up to drain_timeout_s, abort the rest."""
+    def shutdown(self, drain_timeout_s: float = 0.0, *, close_backend: bool = True) -> None:
+        """Stop taking requests, let running ones finish for up to drain_timeout_s, abort the rest, and close the
+        backend (unless ``close_backend`` is False: a backend shared with other engines, as in tests)."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
@@ -147,7 +148,8 @@ class Engine:
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.backend.close()
+        if close_backend:
+            self.backend.close()
 
     def has_work(self) -> bool:
         return bool(self._inbox or self._aborts or self.scheduler.num_waiting or self.scheduler.running)

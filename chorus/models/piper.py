@@ -26,6 +26,7 @@ from piper.config import PiperConfig
 from chorus.audio.chunking import segment_sentences
 from chorus.models.base import PhonemeAlignment, ReferenceVoice, SlotState, SpeechInput, StepOutput, VoiceInfo
 from chorus.models.piper_graph import PiperGraph
+from chorus.models.piper_noise import SegmentNoise, random_seed
 from chorus.voices import voice_model
 
 if TYPE_CHECKING:  # pyworld loads with the first cloned voice, not with every server
@@ -42,6 +43,7 @@ MAX_WINDOW_FACTOR = 3
 # Cloned voices: Piper's output converted towards the target speaker (chorus.voices.conversion). Without a
 # transcript of the reference, the conversion is fitted on statistics against this base-voice speech.
 VOICE_MODEL_METHOD = "piper-world-1"
+RENDER_SEED = 0
 STATISTICS_TEXT = (
     "It was a bright cold day in April, and the clocks were striking thirteen. The station was crowded with "
     "travellers waiting for the evening train to the coast. A small dog sat patiently beside a suitcase, watching "
@@ -79,6 +81,7 @@ class PiperSlot(SlotState):
     cursor: int = 0  # next frame of the current segment to decode
     num_windows: int = 0  # windows decoded so far (sets the size of the next one)
     converter: StreamConverter | None = None  # a cloned voice's converter, this request's own
+    noise: SegmentNoise | None = None  # this request's own noise (its seed, or a random one)
 
 
 class _CostModel:
@@ -118,6 +121,8 @@ class PiperBackend:
         num_workers: int | None = None,
         first_emit_frames: int | None = None,
         emit_every_frames: int | None = None,
+        max_emit_frames: int | None = None,
+        quantization: str = "none",
     ) -> None:
         path = Path(model_path) if model_path else bundled_voice_path()
         if path.is_dir():
@@ -125,7 +130,7 @@ class PiperBackend:
             if len(candidates) != 1:
                 raise ValueError(f"model.local_path {path} must hold exactly one Piper .onnx voice")
             path = candidates[0]
-        self.graph = PiperGraph.load(path)
+        self.graph = PiperGraph.load(path, quantization=quantization)
         # piper-tts's own phonemizer and id map (its espeak-ng is bundled); its session stays unused.
         self._voice = PiperVoice(session=self.graph.encoder, config=PiperConfig.from_dict(self.graph.config))
         cfg = self.graph.config
@@ -149,7 +154,9 @@ class PiperBackend:
         )
         self.first_emit_frames = first_emit_frames or DEFAULT_FIRST_EMIT_FRAMES
         self.emit_every_frames = emit_every_frames or DEFAULT_EMIT_EVERY_FRAMES
-        self.max_window_frames = MAX_WINDOW_FACTOR * self.emit_every_frames
+        self.max_window_frames = max(
+            max_emit_frames or MAX_WINDOW_FACTOR * self.emit_every_frames, self.emit_every_frames
+        )
         self.num_workers = num_workers or default_num_workers()
         self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="piper")
         self.costs = _CostModel()
@@ -186,7 +193,9 @@ class PiperBackend:
             )
             clone = self._clones.get(inp.voice_id)
             converter = clone.stream() if clone is not None else None
-            slots.append(PiperSlot(inp.request_id, inp=prepared, scales=scales, converter=converter))
+            seed = p.seed if p.seed is not None else random_seed()
+            draws = SegmentNoise(seed, self.graph.latent_channels)
+            slots.append(PiperSlot(inp.request_id, inp=prepared, scales=scales, converter=converter, noise=draws))
         return slots
 
     def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
@@ -260,15 +269,17 @@ class PiperBackend:
             self._clones.pop(voice_id, None)
 
     def render(self, text: str) -> np.ndarray:
-        """Whole sentences of this voice, outside the engine (for fitting conversions), with the voice's defaults."""
+        """Whole sentences of this voice, outside the engine (for fitting conversions), with the voice's defaults
+        and a fixed seed (so a voice's conversion is fitted the same way every time)."""
         noise, length, noise_w = self._defaults
         scales = np.asarray([noise, length, noise_w], dtype=np.float32)
+        rng = SegmentNoise(RENDER_SEED, self.graph.latent_channels)
         gap = np.zeros(int(0.2 * self.sample_rate), dtype=np.float32)
         parts: list[np.ndarray] = []
-        for sentence in self._voice.phonemize(text):
+        for index, sentence in enumerate(self._voice.phonemize(text)):
             if not sentence:
                 continue
-            latent, _ = self.graph.encode(self._voice.phonemes_to_ids(sentence), scales, None)
+            latent, _ = self.graph.encode(self._voice.phonemes_to_ids(sentence), scales, None, rng, index)
             parts += [np.clip(self.graph.decode(latent, None), -1.0, 1.0).astype(np.float32), gap]
         if not parts:
             raise ValueError("the transcript has nothing to speak")
@@ -306,7 +317,8 @@ class PiperBackend:
         if s.latent is None:
             t0 = time.perf_counter()
             phoneme_ids = s.inp.phoneme_ids[s.segment_index]
-            s.latent, durations = self.graph.encode(phoneme_ids, s.scales, None)
+            noise = s.noise or SegmentNoise(0, self.graph.latent_channels)
+            s.latent, durations = self.graph.encode(phoneme_ids, s.scales, None, noise, s.segment_index)
             enc_s = time.perf_counter() - t0
             ids = len(phoneme_ids)
             s.cursor = 0

@@ -19,10 +19,25 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx.utils import Extractor
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
+
+from chorus.models.piper_noise import (
+    DURATION_NOISE,
+    FRAMES_PER_ID_GUESS,
+    NOISE_BLOCK_FRAMES,
+    PRIOR_NOISE,
+    SegmentNoise,
+    expose_noise,
+)
 
 log = logging.getLogger(__name__)
 
 _DECODER_ENTRY = "dec.conv_pre.weight"
+# No segment (≤ 160 phonemes, speed ≥ 0.25) comes near this many frames; past it the error is real.
+MAX_NOISE_FRAMES = 1 << 20
+# A run retried with more noise frames is expected, not an error worth ORT's log line.
+_QUIET = ort.RunOptions()
+_QUIET.log_severity_level = 4
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -44,6 +59,7 @@ class PiperGraph:
     decoder: ort.InferenceSession
     latent_name: str
     has_speaker_input: bool
+    latent_channels: int
 
     @property
     def sample_rate(self) -> int:
@@ -54,7 +70,7 @@ class PiperGraph:
         return int(self.config.get("hop_length", 256))
 
     @classmethod
-    def load(cls, model_path: Path, config_path: Path | None = None) -> PiperGraph:
+    def load(cls, model_path: Path, config_path: Path | None = None, *, quantization: str = "none") -> PiperGraph:
         config_path = config_path or Path(f"{model_path}.json")
         config = json.loads(Path(config_path).read_text(encoding="utf-8"))
         model = onnx.load(str(model_path))
@@ -63,23 +79,46 @@ class PiperGraph:
         inputs = [i.name for i in model.graph.input]
         has_sid = "sid" in inputs
         extractor = Extractor(model)
-        encoder = extractor.extract_model(inputs, [latent, durations])
+        # The encoder's noise comes in as inputs (piper_noise): a request's seed then fixes its audio.
+        encoder = expose_noise(extractor.extract_model(inputs, [latent, durations]))
         decoder_inputs = [latent, "sid"] if has_sid else [latent]
         decoder = extractor.extract_model(decoder_inputs, [model.graph.output[0].name])
-        return cls(config, _session(encoder), _session(decoder), latent, has_sid)
+        if quantization != "none":
+            raise ValueError(f"model.quantization {quantization!r} is not available for Piper voices yet")
+        channels = next(init.dims[1] for init in model.graph.initializer if init.name == _DECODER_ENTRY)
+        return cls(config, _session(encoder), _session(decoder), latent, has_sid, int(channels))
 
     def encode(
-        self, phoneme_ids: list[int], scales: np.ndarray, speaker_id: int | None
+        self,
+        phoneme_ids: list[int],
+        scales: np.ndarray,
+        speaker_id: int | None,
+        noise: SegmentNoise,
+        segment: int = 0,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Phoneme ids → (latent [1, C, T] with T = frames, frames per phoneme id [N])."""
+        """Phoneme ids → (latent [1, C, T] with T = frames, frames per phoneme id [N]), with the noise of
+        ``noise`` for segment ``segment`` (so the same seed and segment give the same latent)."""
+        num_ids = len(phoneme_ids)
         feeds: dict[str, np.ndarray] = {
             "input": np.asarray([phoneme_ids], dtype=np.int64),
-            "input_lengths": np.asarray([len(phoneme_ids)], dtype=np.int64),
+            "input_lengths": np.asarray([num_ids], dtype=np.int64),
             "scales": scales,
+            DURATION_NOISE: noise.duration(segment, num_ids),
         }
         if self.has_speaker_input:
             feeds["sid"] = np.asarray([speaker_id or 0], dtype=np.int64)
-        latent, durations = self.encoder.run(None, feeds)
+        length_scale = max(1.0, float(scales[1]))
+        bound = int(FRAMES_PER_ID_GUESS * num_ids * length_scale) + NOISE_BLOCK_FRAMES
+        while True:
+            feeds[PRIOR_NOISE] = noise.prior(segment, bound)
+            try:
+                latent, durations = self.encoder.run(None, feeds, _QUIET)
+                break
+            except (Fail, RuntimeException, InvalidArgument):
+                # The segment has more frames than the noise given: only a guess, retried with more room.
+                if bound > MAX_NOISE_FRAMES:
+                    raise
+                bound *= 4
         return latent, np.asarray(durations, dtype=np.float64).reshape(-1).astype(np.int64)
 
     def decode(self, latent_window: np.ndarray, speaker_id: int | None) -> np.ndarray:

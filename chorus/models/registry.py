@@ -48,6 +48,8 @@ def _piper(settings: Settings) -> Backend:
             num_workers=model.num_workers,
             first_emit_frames=settings.worker.first_emit_frames,
             emit_every_frames=settings.worker.emit_every_frames,
+            max_emit_frames=settings.worker.max_emit_frames,
+            quantization=model.quantization,
         )
     except ValueError as e:
         raise ConfigError(f"model.local_path: {e}") from e
@@ -87,6 +89,7 @@ def _qwen3(settings: Settings) -> Backend:
             max_len=model.max_seq_len,
             first_emit_frames=settings.worker.first_emit_frames,
             emit_every_frames=settings.worker.emit_every_frames,
+            max_emit_frames=settings.worker.max_emit_frames,
             clone_voices=voices,
         )
     except ValueError as e:

@@ -22,7 +22,12 @@ class SpeechKnobs(BaseModel):
     priority: int = Field(default=0, ge=-100, le=100, description="higher is admitted first")
     noise_scale: float | None = Field(default=None, ge=0, le=2, description="Piper generator noise; 0 = deterministic")
     noise_w_scale: float | None = Field(default=None, ge=0, le=2, description="Piper duration noise; 0 = deterministic")
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**63 - 1,
+        description="the same seed gives the same audio (Piper: its noise; Qwen3: sampling)",
+    )
     # Autoregressive models (Qwen3-TTS): per-request sampling; 0 temperature = greedy.
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_k: int | None = Field(default=None, ge=1, le=4096)

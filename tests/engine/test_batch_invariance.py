@@ -1,6 +1,7 @@
 """The invariant: a request's audio is the same alone and in a batch with others joining and leaving.
 
-Real Piper voice; its noise is drawn inside the ONNX graph, so these requests set both noise scales to 0.
+Real Piper voice. Its noise is drawn per request from the request's seed (chorus.models.piper_noise), so a
+seeded request with the voice's default noise is as reproducible as one with both noise scales at 0.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from chorus.models.piper import PiperBackend
 from tests.engine.helpers import make_engine, run_until_idle, submit
 
 QUIET = SynthesisParams(noise_scale=0.0, noise_w_scale=0.0)
+SEEDED = SynthesisParams(seed=20261201)  # the voice's own noise scales (0.667, 0.8)
 MAIN = (
     "The committee met on Thursday to review the budget, and after a long debate it approved the plan. "
     "Construction will begin in March. Residents are invited to a public meeting next week."
@@ -29,21 +31,22 @@ OTHERS = [
 ]
 
 
-def _alone(piper: PiperBackend, **config: object) -> np.ndarray:
+def _alone(piper: PiperBackend, params: SynthesisParams = QUIET, **config: object) -> np.ndarray:
     engine = make_engine(piper, **config)
-    _, sink = submit(engine, MAIN, "main", params=QUIET)
+    _, sink = submit(engine, MAIN, "main", params=params)
     run_until_idle(engine)
     assert sink.status == RequestStatus.FINISHED_STOPPED
     return sink.audio()
 
 
+@pytest.mark.parametrize("params", [QUIET, SEEDED], ids=["noise-0", "seeded-noise"])
 @pytest.mark.parametrize("budget_s", [0.02, None], ids=["cpu-budget", "every-slot"])
 def test_audio_is_identical_alone_and_with_others_joining_and_leaving(
-    piper: PiperBackend, budget_s: float | None
+    piper: PiperBackend, budget_s: float | None, params: SynthesisParams
 ) -> None:
-    alone = _alone(piper, step_budget_s=budget_s)
+    alone = _alone(piper, params, step_budget_s=budget_s)
     engine = make_engine(piper, step_budget_s=budget_s)
-    _, main = submit(engine, MAIN, "main", params=QUIET)
+    _, main = submit(engine, MAIN, "main", params=params)
     _, first = submit(engine, OTHERS[0], "o0", params=QUIET)
     for step in range(40):
         if step == 2:
@@ -53,7 +56,7 @@ def test_audio_is_identical_alone_and_with_others_joining_and_leaving(
         if step == 6:
             engine.abort("o2")  # leaves mid-generation
         if step == 8:
-            submit(engine, OTHERS[3], "o3")  # with noise: its audio differs, the others' must not
+            submit(engine, OTHERS[3], "o3")  # unseeded noise: its audio differs every run, the others' must not
         engine.step()
     run_until_idle(engine)
     assert main.status == RequestStatus.FINISHED_STOPPED
@@ -86,7 +89,19 @@ def test_pipelined_engine_gives_the_same_audio(piper: PiperBackend) -> None:
         while (main.final is None or any(s.final is None for s in sinks)) and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
-        engine.shutdown()
+        engine.shutdown(close_backend=False)  # the session's shared backend stays usable for later tests
     assert main.status == RequestStatus.FINISHED_STOPPED
     np.testing.assert_array_equal(main.audio(), alone)
     assert sinks[2].status in (RequestStatus.FINISHED_ABORTED, RequestStatus.FINISHED_STOPPED)
+
+
+def test_a_seed_fixes_noisy_audio_and_another_seed_changes_it(piper: PiperBackend) -> None:
+    first = _alone(piper, SEEDED)
+    again = _alone(piper, SEEDED)
+    other = _alone(piper, SynthesisParams(seed=7))
+    unseeded = [_alone(piper, SynthesisParams()) for _ in range(2)]
+    quiet = _alone(piper, QUIET)
+    np.testing.assert_array_equal(first, again)
+    assert first.size != other.size or not np.array_equal(first, other)
+    assert unseeded[0].size != unseeded[1].size or not np.array_equal(*unseeded)  # a fresh seed per request
+    assert first.size != quiet.size or not np.array_equal(first, quiet)  # the seed's noise is really used

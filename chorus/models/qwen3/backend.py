@@ -96,6 +96,7 @@ class Qwen3Backend:
         max_len: int = 4096,
         first_emit_frames: int | None = None,
         emit_every_frames: int | None = None,
+        max_emit_frames: int | None = None,
         clone_voices: Sequence[CloneVoice] = (),
         keep_frames: bool = False,
     ) -> None:
@@ -135,6 +136,7 @@ class Qwen3Backend:
         self._num_rows = 0
         self.first_emit_frames = first_emit_frames or DEFAULT_FIRST_EMIT_FRAMES
         self.emit_every_frames = emit_every_frames or DEFAULT_EMIT_EVERY_FRAMES
+        self.max_emit_frames = max(max_emit_frames or MAX_CHUNK_FACTOR * self.emit_every_frames, self.emit_every_frames)
         self.keep_frames = keep_frames
         self._capture = PromptCapture(self.talker)
         self._speakers = sorted((getattr(tcfg, "spk_id", None) or {}).keys())
@@ -412,12 +414,12 @@ class Qwen3Backend:
         return sample_rows(logits, [s.talker_sampling for s in batch], [s.generator for s in batch])
 
     def _chunk_frames(self, slot: Qwen3Slot) -> int:
-        """Frames in the slot's next chunk: short first, then emit_every_frames, doubling up to MAX_CHUNK_FACTOR
-        times it (each chunk re-decodes DECODE_CONTEXT_FRAMES of context: longer chunks once the client has a
-        buffer waste less codec work)."""
+        """Frames in the slot's next chunk: short first, then emit_every_frames, doubling up to max_emit_frames
+        (each chunk re-decodes DECODE_CONTEXT_FRAMES of context: longer chunks once the client has a buffer waste
+        less codec work)."""
         if slot.num_emits == 0:
             return self.first_emit_frames
-        return min(self.emit_every_frames << (slot.num_emits - 1), MAX_CHUNK_FACTOR * self.emit_every_frames)
+        return min(self.emit_every_frames << (slot.num_emits - 1), self.max_emit_frames)
 
     def _emit(self, batch: list[Qwen3Slot]) -> list[np.ndarray]:
         """Decode the pending frames of every slot whose chunk is due (or that finished), in ONE codec call.
