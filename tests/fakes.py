@@ -9,12 +9,12 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from chorus.models.base import SlotState, SpeechInput, StepOutput, VoiceInfo
+from chorus.models.base import SlotState, SpeechInput, StepOutput, VoiceInfo, Window
 
 FRAME_SAMPLES = 100
 
@@ -96,3 +96,24 @@ class FakeBackend:
 
     def close(self) -> None:
         pass
+
+
+@dataclass
+class FakePlannerBackend(FakeBackend):
+    """A compute-bound fake that plans (chorus.models.base.WorkPlanner): every frame is one step of
+    ``cost_per_step`` CPU seconds (reported as such) that takes ``step_delay_s`` of wall time."""
+
+    is_compute_bound: bool = True
+
+    def plan(self, slot: SlotState) -> tuple[Window, ...]:
+        assert isinstance(slot, FakeSlot)
+        return self._windows(slot.total - slot.cursor)
+
+    def plan_input(self, inp: SpeechInput, prepared: Any) -> tuple[Window, ...]:
+        return self._windows(len(inp.text.split()))
+
+    def _windows(self, frames: int) -> tuple[Window, ...]:
+        return tuple(Window(self.frame_seconds, self.cost_per_step) for _ in range(frames))
+
+    def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
+        return [replace(out, cpu_s=self.cost_per_step) for out in super().step(slots)]

@@ -30,6 +30,8 @@ class StreamResult:
     status: int | None = None
     error: str | None = None
     ttfa_s: float | None = None
+    # chorus, when the request had to wait for a slot: its predicted first-audio time (X-Queue-ETA-S).
+    eta_s: float | None = None
     end_s: float | None = None
     audio_s: float = 0.0
     arrivals: list[tuple[float, float]] = field(default_factory=list)
@@ -108,9 +110,12 @@ async def speak(client: httpx.AsyncClient, server: Server, text: str, index: int
         async with asyncio.timeout(timeout_s):
             async with client.stream("POST", server.base_url + path, json=body) as response:
                 result.status = response.status_code
+                eta = response.headers.get("x-queue-eta-s")
+                result.eta_s = float(eta) if eta is not None else None
                 if response.status_code != 200:
                     detail = (await response.aread()).decode(errors="replace")[:ERROR_BODY_CHARS]
                     result.error = f"HTTP {response.status_code}: {detail}"
+                    result.end_s = time.perf_counter() - sent  # how long a refusal took
                     return result
                 async for chunk in response.aiter_raw():
                     audio = counter.feed(chunk)

@@ -17,9 +17,10 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+from chorus.bench.load import busy_cores, git_commit
 from chorus.bench.output import render_text, write_files
-from chorus.bench.report import capacities, median_of, ratios, summarize_all
-from chorus.bench.servers import SYSTEMS, Server, describe, running
+from chorus.bench.report import capacities, capacity_values, ratios, summarize_all
+from chorus.bench.servers import DEFAULT_SYSTEMS, SYSTEMS, Server, describe, running
 from chorus.bench.workloads import MAX_REQUESTS, Measurement, measure, wait_idle, warm_up
 from chorus.errors import ChorusError
 
@@ -28,7 +29,7 @@ WORKLOADS = ("burst", "live")
 # so they are skipped to keep the run bounded; capacity is unaffected because they could not pass either.
 SATURATED_TTFA_S = 10.0
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-Results = dict[str, dict[str, dict[int, list[Measurement]]]]
+ResultsDict = dict[str, dict[str, dict[int, list[Measurement]]]]
 
 
 def _sizes(value: str) -> list[int]:
@@ -46,7 +47,11 @@ def _names(value: str) -> list[str]:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--systems", type=_names, help=f"comma-separated, from {','.join(SYSTEMS)} (default: all)")
+    p.add_argument(
+        "--systems",
+        type=_names,
+        help=f"comma-separated, from {','.join(SYSTEMS)} (default: {','.join(DEFAULT_SYSTEMS)})",
+    )
     p.add_argument("--workloads", type=_names, default=list(WORKLOADS), help="burst,live (default: both)")
     p.add_argument("--burst-sizes", type=_sizes, default=[1, 8, 16], help="requests sent at once (default 1,8,16)")
     p.add_argument(
@@ -56,7 +61,15 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         help="concurrent live streams (default 8,12,16,20,24)",
     )
     p.add_argument("--window-s", type=float, default=30.0, help="seconds over which live streams arrive (30)")
-    p.add_argument("--repeats", type=int, default=1, help="runs of each measurement; medians are reported")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="interleaved runs of every system (default 3): median (min-max) reported"
+    )
+    p.add_argument(
+        "--busy-cores",
+        type=int,
+        default=0,
+        help="keep this many cores busy with another process during the whole run (does admission hold?)",
+    )
     p.add_argument("--timeout-s", type=float, default=60.0, help="per-request limit, queueing included (60)")
     p.add_argument("--out", default="bench/results", help="folder for the JSON, markdown and PNG results")
     p.add_argument("--quick", action="store_true", help="CI smoke run: burst 1,4; live 4 over a 6 s window")
@@ -66,7 +79,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    systems: list[str] = args.systems or (["chorus"] if args.url else list(SYSTEMS))
+    systems: list[str] = args.systems or (["chorus"] if args.url else list(DEFAULT_SYSTEMS))
     for name in systems:
         if name not in SYSTEMS:
             raise ChorusError(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
@@ -77,6 +90,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         raise ChorusError(f"--url must point at this machine (127.0.0.1), not {args.url}")
     if not (1 <= args.repeats <= 20 and 0 < args.window_s <= 600 and 1 <= args.timeout_s <= 600):
         raise ChorusError("need 1 <= --repeats <= 20, 0 < --window-s <= 600 and 1 <= --timeout-s <= 600")
+    if not 0 <= args.busy_cores <= 64:
+        raise ChorusError("need 0 <= --busy-cores <= 64")
     quick = bool(args.quick)
     return {
         "systems": list(dict.fromkeys(systems)),
@@ -85,6 +100,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "live_streams": [4] if quick else args.live_streams,
         "window_s": 6.0 if quick else args.window_s,
         "repeats": 1 if quick else args.repeats,
+        "busy_cores": args.busy_cores,
         "timeout_s": args.timeout_s,
         "quick": quick,
         "url": args.url,
@@ -109,38 +125,36 @@ def _machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg_at_start": os.getloadavg(),
+        "commit": git_commit(),
         "versions": {d: ver(d) for d in ("chorus-tts", "piper-tts", "onnxruntime", "httpx")},
     }
 
 
-def _saturated(runs: list[Measurement]) -> bool:
-    row = median_of(runs)
-    p95, errors, requests = row["ttfa_p95_s"], row["errors"] or 0.0, row["requests"] or 1.0
-    return p95 is None or p95 > SATURATED_TTFA_S or errors >= 0.25 * requests
+def _saturated(m: Measurement) -> bool:
+    p95, requests = m.ttfa_p95_s, m.requests or 1
+    return p95 is None or p95 > SATURATED_TTFA_S or m.errors + m.rejected_429 >= 0.25 * requests
 
 
-def _bench_system(server: Server, cfg: dict[str, Any], results: Results, notes: list[str]) -> None:
+def _bench_system(server: Server, cfg: dict[str, Any], repeat: int, results: ResultsDict, notes: list[str]) -> None:
     idle_probe_s = warm_up(server, cfg["timeout_s"])
     last: Measurement | None = None
     for workload in cfg["workloads"]:
         sizes: list[int] = cfg["burst_sizes"] if workload == "burst" else cfg["live_streams"]
         for i, n in enumerate(sizes):
-            runs = results[workload][server.name].setdefault(n, [])
-            for rep in range(cfg["repeats"]):
-                wait_idle(server, idle_probe_s, last)
-                started = time.monotonic()
-                last = measure(server, workload, n, window_s=cfg["window_s"], timeout_s=cfg["timeout_s"])
-                runs.append(last)
-                p95 = "fail" if last.ttfa_p95_s is None else f"{last.ttfa_p95_s:.3f} s"
-                print(
-                    f"[{server.name}] {workload} N={n} run {rep + 1}/{cfg['repeats']}: {last.ok}/{last.requests} ok, "
-                    f"TTFA p95 {p95}, {last.audio_per_wall_s:.1f} audio-s/s, {last.underruns} underruns "
-                    f"({time.monotonic() - started:.1f} s)",
-                    flush=True,
-                )
-            if cfg["skip_saturated"] and i + 1 < len(sizes) and _saturated(runs):
+            wait_idle(server, idle_probe_s, last)
+            started = time.monotonic()
+            last = measure(server, workload, n, window_s=cfg["window_s"], timeout_s=cfg["timeout_s"], repeat=repeat)
+            results[workload][server.name].setdefault(n, []).append(last)
+            p95 = "fail" if last.ttfa_p95_s is None else f"{last.ttfa_p95_s:.3f} s"
+            print(
+                f"[{server.name}] repeat {repeat + 1}/{cfg['repeats']} {workload} N={n}: {last.ok}/{last.requests} ok, "
+                f"{last.rejected_429} 429, TTFA p95 {p95}, {last.audio_per_wall_s:.1f} audio-s/s, "
+                f"{last.underruns} underruns ({time.monotonic() - started:.1f} s)",
+                flush=True,
+            )
+            if cfg["skip_saturated"] and i + 1 < len(sizes) and _saturated(last):
                 rest = ",".join(map(str, sizes[i + 1 :]))
-                notes.append(f"{server.name}: {workload} N={rest} skipped, already saturated at N={n}")
+                notes.append(f"{server.name} repeat {repeat + 1}: {workload} N={rest} skipped, saturated at N={n}")
                 break
 
 
@@ -163,32 +177,23 @@ def run_bench(args: argparse.Namespace) -> int:
     started = dt.datetime.now().astimezone()
     stamp = started.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(cfg["out"])
-    results: Results = {w: {s: {} for s in cfg["systems"]} for w in cfg["workloads"]}
+    results: ResultsDict = {w: {s: {} for s in cfg["systems"]} for w in cfg["workloads"]}
     notes: list[str] = []
     servers: dict[str, Any] = {}
     interrupted = False
     machine = _machine()
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt(), busy_cores(cfg["busy_cores"]):
         try:
-            for system in cfg["systems"]:
-                url = cfg["url"] if system == "chorus" else None
-                print(f"[{system}] " + (f"using {url}" if url else "starting"), flush=True)
-                try:
-                    with running(system, chorus_args=cfg["chorus_args"], log_dir=out_dir / "logs", url=url) as srv:
-                        servers[system] = {"command": describe(srv), "startup_s": round(srv.startup_s, 2)}
-                        print(f"[{system}] ready in {srv.startup_s:.1f} s at {srv.base_url}", flush=True)
-                        _bench_system(srv, cfg, results, notes)
-                except RuntimeError as e:
-                    # One system failing to start should not cost the measurements of the others.
-                    servers[system] = {"error": str(e)}
-                    notes.append(f"{system}: not measured: {str(e).splitlines()[0]}")
-                    print(f"[{system}] {e}", file=sys.stderr, flush=True)
+            # Interleaved: every system once per repeat (A B C, A B C, ...), so slow drifts of a shared machine
+            # fall on all of them alike and each repeat's ratios compare neighbours in time.
+            for repeat in range(cfg["repeats"]):
+                for system in cfg["systems"]:
+                    _run_system(system, repeat, cfg, out_dir, results, servers, notes)
         except KeyboardInterrupt:
             interrupted = True
             notes.append("interrupted: partial results")
             print("\ninterrupted; servers stopped; writing what was measured", file=sys.stderr, flush=True)
     machine["loadavg_at_end"] = os.getloadavg()
-    summary = summarize_all(results)
     reference = "chorus" if "chorus" in cfg["systems"] else cfg["systems"][0]
     report: dict[str, Any] = {
         "started_at": started.isoformat(timespec="seconds"),
@@ -197,9 +202,10 @@ def run_bench(args: argparse.Namespace) -> int:
         "machine": machine,
         "servers": servers,
         "reference": reference,
-        "summary": summary,
-        "capacity": capacities(summary) if "live" in cfg["workloads"] else {},
-        "ratios": ratios(summary, reference),
+        "summary": summarize_all(results),
+        "capacity": capacities(results) if "live" in cfg["workloads"] else {},
+        "capacity_per_repeat": capacity_values(results) if "live" in cfg["workloads"] else {},
+        "ratios": ratios(results, reference),
         "notes": notes,
         "runs": {
             w: {s: {n: [m.to_json() for m in runs] for n, runs in by_n.items()} for s, by_n in by_s.items()}
@@ -212,6 +218,30 @@ def run_bench(args: argparse.Namespace) -> int:
     for path in write_files(report, out_dir, stamp, latest=measured and not interrupted):
         print(f"wrote {path}")
     return 130 if interrupted else (0 if measured else 1)
+
+
+def _run_system(
+    system: str,
+    repeat: int,
+    cfg: dict[str, Any],
+    out_dir: Path,
+    results: ResultsDict,
+    servers: dict[str, Any],
+    notes: list[str],
+) -> None:
+    url = cfg["url"] if system == "chorus" else None
+    print(f"[{system}] repeat {repeat + 1}: " + (f"using {url}" if url else "starting"), flush=True)
+    try:
+        with running(system, chorus_args=cfg["chorus_args"], log_dir=out_dir / "logs", url=url) as srv:
+            entry = servers.setdefault(system, {"command": describe(srv), "startup_s": []})
+            entry["startup_s"].append(round(srv.startup_s, 2))
+            print(f"[{system}] ready in {srv.startup_s:.1f} s at {srv.base_url}", flush=True)
+            _bench_system(srv, cfg, repeat, results, notes)
+    except RuntimeError as e:
+        # One system failing to start should not cost the measurements of the others.
+        servers.setdefault(system, {})["error"] = str(e)
+        notes.append(f"{system} repeat {repeat + 1}: not measured: {str(e).splitlines()[0]}")
+        print(f"[{system}] {e}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

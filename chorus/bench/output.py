@@ -9,7 +9,9 @@ from typing import Any
 
 from chorus.bench.report import (
     CAPACITY_TTFA_P95_S,
+    Stat,
     Summary,
+    fmt_stat,
     markdown_table,
     ratio_rows,
     rows_for,
@@ -22,21 +24,33 @@ TITLES = {
 }
 
 
-def _capacity_line(caps: dict[str, int], sizes: list[int]) -> str:
-    shown = ", ".join(f"{s} {c}" for s, c in caps.items())
+def _capacity_line(caps: dict[str, Stat], sizes: list[int]) -> str:
+    shown = ", ".join(f"{s} {fmt_stat(c, 'g')}" for s, c in caps.items())
     return (
-        f"capacity (largest N of {sizes} with no underrun, no error and TTFA p95 <= {CAPACITY_TTFA_P95_S:g} s): {shown}"
+        f"capacity (largest N of {sizes} that holds, with every smaller N holding too: no underrun, no error, no 429, "
+        f"TTFA p95 <= {CAPACITY_TTFA_P95_S:g} s; median (range) over repeats): {shown}"
+    )
+
+
+def _conditions(report: dict[str, Any]) -> str:
+    m, s = report["machine"], report["settings"]
+    busy = f"; {s['busy_cores']} core(s) kept busy by another process" if s.get("busy_cores") else ""
+    return (
+        f"{m['usable_cpus']} CPU cores, Python {m['python']}, {m['platform']}, commit {m.get('commit') or '?'}; "
+        f"systems: {', '.join(s['systems'])}; {s['repeats']} repeat(s), interleaved (every system once per repeat); "
+        f"cells are median (min–max) over repeats; ratios are taken within each repeat{busy}. "
+        "TTFA = time from sending a request to its first audio byte; a 429 or a failure counts as no audio."
     )
 
 
 def render_text(report: dict[str, Any]) -> str:
     summary: Summary = report["summary"]
     reference: str = report["reference"]
-    out: list[str] = []
+    out: list[str] = [_conditions(report)]
     for workload in summary:
         if not any(summary[workload].values()):
             continue
-        out.append(f"\n== {TITLES[workload]} (median of {report['settings']['repeats']} run(s)) ==")
+        out.append(f"\n== {TITLES[workload]} ==")
         out.append(text_table(*rows_for(summary, workload)))
         header, rows = ratio_rows(report["ratios"], reference, workload)
         if rows:
@@ -53,13 +67,7 @@ def render_text(report: dict[str, Any]) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     summary: Summary = report["summary"]
     reference: str = report["reference"]
-    m, s = report["machine"], report["settings"]
-    out = [
-        f"### chorus bench, {report['started_at']}",
-        "",
-        f"{m['nproc']} CPU cores, Python {m['python']}, {m['platform']}; systems: {', '.join(s['systems'])}; "
-        f"median of {s['repeats']} run(s); TTFA = time from sending a request to its first audio byte.",
-    ]
+    out = [f"### chorus bench, {report['started_at']}", "", _conditions(report)]
     for workload in summary:
         if not any(summary[workload].values()):
             continue
@@ -68,7 +76,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if rows:
             out += ["", markdown_table(header, rows)]
         if workload == "live":
-            out += ["", _capacity_line(report["capacity"], s["live_streams"]) + "."]
+            out += ["", _capacity_line(report["capacity"], report["settings"]["live_streams"]) + "."]
     out += [f"- {note}" for note in report["notes"]]
     return "\n".join(out) + "\n"
 
@@ -89,10 +97,13 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
     for ax, (workload, field, title, log_y) in zip(axes, panels, strict=True):
         for system, by_n in summary.get(workload, {}).items():
-            points = [(n, row[field]) for n, row in by_n.items() if row.get(field) is not None]
+            points = [(n, row[field]) for n, row in by_n.items() if row[field].median is not None]
             if points:
-                xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o", label=system)
+                xs = [n for n, _ in points]
+                mid = [st.median or 0.0 for _, st in points]
+                low = [m - (st.low if st.low is not None else m) for m, (_, st) in zip(mid, points, strict=True)]
+                high = [(st.high if st.high is not None else m) - m for m, (_, st) in zip(mid, points, strict=True)]
+                ax.errorbar(xs, mid, yerr=[low, high], marker="o", capsize=3, label=system)
         if workload == "live" and field == "ttfa_p95_s":
             ax.axhline(CAPACITY_TTFA_P95_S, color="grey", linestyle="--", linewidth=1, label="1 s limit")
         sizes = sorted({n for by_n in summary.get(workload, {}).values() for n in by_n})
@@ -116,6 +127,12 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _json_default(value: object) -> object:
+    if isinstance(value, Stat):
+        return value.to_json()
+    return str(value)
+
+
 def _atomic_write(path: Path, text: str) -> None:
     """Write next to the target and rename, so a reader (or an interrupted run) never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -127,7 +144,7 @@ def write_files(report: dict[str, Any], out_dir: Path, stamp: str, *, latest: bo
     """Always the timestamped JSON; the ``latest.*`` files only when asked (a run that measured nothing should
     not replace the last good results)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=1, allow_nan=False, default=str) + "\n"
+    text = json.dumps(report, indent=1, allow_nan=False, default=_json_default) + "\n"
     paths = [out_dir / f"bench-{stamp}.json", out_dir / "latest.json", out_dir / "latest.md"]
     _atomic_write(paths[0], text)
     if not latest:

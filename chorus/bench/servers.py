@@ -25,7 +25,9 @@ from typing import Literal
 import httpx
 
 Kind = Literal["chorus", "piper"]
-SYSTEMS: tuple[str, ...] = ("chorus", "chorus-1slot", "piper-http")
+# chorus-int8: chorus with the int8 decoder (model.quantization: int8), for the float-vs-int8 comparison.
+SYSTEMS: tuple[str, ...] = ("chorus", "one-at-a-time", "piper-http", "chorus-int8")
+DEFAULT_SYSTEMS: tuple[str, ...] = ("chorus", "one-at-a-time", "piper-http")
 LOOPBACK = "127.0.0.1"
 
 # Servers still running, so an interpreter exit that skips a ``finally`` (SystemExit from a signal) still stops them.
@@ -66,7 +68,8 @@ class Server:
 
 
 def kind_of(system: str) -> Kind:
-    return "piper" if system.startswith("piper") else "chorus"
+    """The protocol a system speaks: chorus's OpenAI route, or Piper's ``POST /synthesize`` (whole or streamed WAV)."""
+    return "chorus" if system.startswith("chorus") else "piper"
 
 
 def free_port() -> int:
@@ -86,19 +89,28 @@ def server_command(system: str, port: int, chorus_args: list[str]) -> list[str]:
     """The command line of ``system``; the same interpreter as the bench, so both see the same packages."""
     if system == "chorus":
         return [sys.executable, "-m", "chorus.cli", "serve", "--host", LOOPBACK, "--port", str(port), *chorus_args]
-    if system == "chorus-1slot":
-        # One slot = one request synthesised at a time, as a server holding a lock per request would do.
-        base = server_command("chorus", port, chorus_args)
-        return [*base, "--max-slots", "1"]
+    if system == "chorus-int8":
+        return server_command("chorus", port, chorus_args)  # with CHORUS_MODEL__QUANTIZATION=int8 (server_env)
+    if system == "one-at-a-time":
+        # A lock-per-request Piper server, every core on the one request it runs, streaming each sentence.
+        return [sys.executable, "-m", "chorus.bench.lock_server", "--host", LOOPBACK, "--port", str(port)]
     if system == "piper-http":
         model = piper_model_path()
         return [sys.executable, "-m", "piper.http_server", "-m", model, "--host", LOOPBACK, "--port", str(port)]
     raise ValueError(f"unknown system {system!r}; choose from {', '.join(SYSTEMS)}")
 
 
+def server_env(system: str) -> dict[str, str]:
+    """The environment a system's server starts with."""
+    env = dict(os.environ)
+    if system == "chorus-int8":
+        env["CHORUS_MODEL__QUANTIZATION"] = "int8"
+    return env
+
+
 def _ready(client: httpx.Client, kind: Kind, base_url: str) -> bool:
-    # chorus: /ready says the engine runs and takes work. Piper's Flask server loads the voice before it binds,
-    # so any answer from /info means it is ready.
+    # chorus: /ready says the engine runs and takes work. Piper's Flask server (and the one-at-a-time server) load
+    # the voice before they bind, so any answer from /info means ready.
     path = "/ready" if kind == "chorus" else "/info"
     try:
         return client.get(base_url + path).status_code == 200
@@ -148,7 +160,12 @@ def running(
     with log_path.open("wb") as log:
         # Output to a file, not a pipe: nobody reads a pipe during the run, and a full one would block the server.
         proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=server_env(system),
         )
     _LIVE.add(proc)
     server.proc = proc

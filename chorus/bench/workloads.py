@@ -46,13 +46,14 @@ def _finite(value: float | None) -> float | None:
 
 @dataclass
 class Measurement:
-    """One workload at one size, once. TTFA percentiles are None when they fall on a request that got no audio."""
+    """One workload at one size, once. TTFA percentiles are None when they fall on a request that got no audio
+    (a 429 counts as no audio: refused callers are part of the percentile)."""
 
     workload: str
     n: int
     requests: int
     ok: int
-    errors: int
+    errors: int  # failures other than 429 (timeouts, 5xx, broken streams)
     rejected_429: int
     ttfa_p50_s: float | None
     ttfa_p95_s: float | None
@@ -64,6 +65,14 @@ class Measurement:
     stall_s: float
     client_cpu_s: float
     server_cpu_s: float | None
+    repeat: int = 0
+    ttfa_ok_p95_s: float | None = None  # over the requests that got audio
+    reject_p95_s: float | None = None  # how long a 429 took to come back
+    # ETA error: first audio as it happened minus as predicted when the request queued (X-Queue-ETA-S).
+    eta_count: int = 0
+    eta_error_p50_s: float | None = None  # median of the signed error (bias)
+    eta_abs_error_p95_s: float | None = None
+    server_cpu_per_audio_s: float | None = None
     error_samples: list[str] = field(default_factory=list)
     streams: list[dict[str, Any]] = field(default_factory=list)
 
@@ -71,10 +80,22 @@ class Measurement:
         return asdict(self)
 
 
+def eta_errors(results: list[StreamResult]) -> list[float]:
+    """Actual minus predicted first audio (seconds) of every served request that came with a prediction."""
+    return [r.ttfa_s - r.eta_s for r in results if r.ok and r.ttfa_s is not None and r.eta_s is not None]
+
+
 def summarize(
-    workload: str, n: int, results: list[StreamResult], client_cpu_s: float, server_cpu_s: float | None
+    workload: str,
+    n: int,
+    results: list[StreamResult],
+    client_cpu_s: float,
+    server_cpu_s: float | None,
+    repeat: int = 0,
 ) -> Measurement:
     ttfas = [r.ttfa_s if r.ok and r.ttfa_s is not None else math.inf for r in results]
+    served = [r.ttfa_s for r in results if r.ok and r.ttfa_s is not None]
+    rejects = [r.end_s for r in results if r.status == 429 and r.end_s is not None]
     start = min(r.sent_at for r in results)
     finish = max(r.sent_at + (r.end_s or 0.0) for r in results)
     wall = max(finish - start, 1e-9)
@@ -94,6 +115,7 @@ def summarize(
                 "status": r.status,
                 "error": r.error,
                 "ttfa_s": r.ttfa_s,
+                "eta_s": r.eta_s,
                 "end_s": r.end_s,
                 "audio_s": round(r.audio_s, 4),
                 "chunks": len(r.arrivals),
@@ -101,7 +123,8 @@ def summarize(
                 "stall_s": round(play.stall_s, 4),
             }
         )
-    errors = [r.error for r in results if r.error is not None]
+    errors = [r.error for r in results if r.error is not None and r.status != 429]
+    eta = eta_errors(results)
     return Measurement(
         workload=workload,
         n=n,
@@ -119,6 +142,13 @@ def summarize(
         stall_s=stall,
         client_cpu_s=client_cpu_s,
         server_cpu_s=server_cpu_s,
+        repeat=repeat,
+        ttfa_ok_p95_s=percentile(served, 95),
+        reject_p95_s=percentile(rejects, 95),
+        eta_count=len(eta),
+        eta_error_p50_s=percentile(eta, 50),
+        eta_abs_error_p95_s=percentile([abs(e) for e in eta], 95),
+        server_cpu_per_audio_s=server_cpu_s / audio if server_cpu_s is not None and audio > 0 else None,
         error_samples=sorted(set(errors))[:3],
         streams=streams,
     )
@@ -145,7 +175,9 @@ async def _live(server: Server, n: int, window_s: float, timeout_s: float) -> li
         return list(await asyncio.gather(*tasks))
 
 
-def measure(server: Server, workload: str, n: int, *, window_s: float, timeout_s: float) -> Measurement:
+def measure(
+    server: Server, workload: str, n: int, *, window_s: float, timeout_s: float, repeat: int = 0
+) -> Measurement:
     """Run one workload at size ``n`` against ``server`` and summarize it."""
     if not 1 <= n <= MAX_REQUESTS:
         raise ValueError(f"size {n} is outside 1..{MAX_REQUESTS}")
@@ -158,7 +190,7 @@ def measure(server: Server, workload: str, n: int, *, window_s: float, timeout_s
         raise ValueError(f"unknown workload {workload!r}")
     server_cpu1 = server.cpu_seconds()
     server_cpu = None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0
-    return summarize(workload, n, results, time.process_time() - cpu0, server_cpu)
+    return summarize(workload, n, results, time.process_time() - cpu0, server_cpu, repeat)
 
 
 def _probe_s(client: httpx.Client, server: Server) -> float:

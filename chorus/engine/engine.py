@@ -7,6 +7,7 @@ Nothing here knows asyncio. Other threads talk to the engine through ``add_reque
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -17,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from chorus.audio.crossfade import Crossfader
+from chorus.engine.admission import AdmissionConfig, AdmissionController, PlannedAdmission
 from chorus.engine.metrics import EngineMetrics
 from chorus.engine.pipeline import run_pipelined
 from chorus.engine.request import Request, RequestOutput, RequestStatus
@@ -30,9 +32,13 @@ from chorus.errors import (
     RequestTimeoutError,
     SynthesisError,
 )
-from chorus.models.base import Backend, PhonemeAlignment, StepOutput
+from chorus.models.base import Backend, PhonemeAlignment, StepOutput, WorkPlanner
 
 log = logging.getLogger(__name__)
+# Waiting requests' predicted first audio is refreshed at most this often (and at once for a newcomer).
+PREDICT_EVERY_S = 0.2
+# Predictions look no further ahead than this (a wait past it is refused, with this as its Retry-After).
+MAX_PREDICTION_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +50,12 @@ class EngineConfig:
     max_frames: int | None = None  # autoregressive backends only
     crossfade_s: float = 0.01
     first_audio_target_s: float = 0.25
-    # Admission control on CPU backends: fraction of the workers' real-time capacity streams may take
-    # (None = off, only max_slots applies).
+    # Admission control on CPU backends (chorus.engine.admission): the share of the workers' compute that
+    # running streams may plan on (None = off, only max_slots applies).
     max_load: float | None = 1.0
-    admission_slack_s: float = 0.5
+    # A request predicted to wait longer than this (or than its own timeout) for its first audio is refused at
+    # once (429) instead of waiting to fail. None = no limit but the request's timeout.
+    max_queue_wait_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +65,7 @@ class RequestInfo:
     request_id: str
     status: str
     queue_position: int | None  # 0 = next to be admitted; None once running or finished
-    eta_s: float | None  # estimated seconds until it gets a slot
+    eta_s: float | None  # estimated seconds until its first audio
 
 
 class Engine:
@@ -77,6 +85,17 @@ class Engine:
         self._dead: EngineDeadError | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.admission: PlannedAdmission | None = None
+        if (
+            backend.is_compute_bound
+            and config.max_load is not None
+            and config.mode == "continuous"
+            and isinstance(backend, WorkPlanner)
+        ):
+            capacity = config.max_load * backend.num_workers
+            controller = AdmissionController(AdmissionConfig(capacity, config.first_audio_target_s))
+            self.admission = PlannedAdmission(backend, controller, backend.sample_rate)
+        self._predicted_at = -math.inf
 
     # -- thread-safe API ---------------------------------------------------------------------------
 
@@ -114,6 +133,9 @@ class Engine:
                 return RequestInfo(request_id, req.status.name.lower(), None, None)
             order = self.scheduler.waiting() + list(self._inbox)
             position = next((i for i, r in enumerate(order) if r is req), len(order))
+            predicted = req.predicted_first_audio
+        if predicted is not None and math.isfinite(predicted):
+            return RequestInfo(request_id, "waiting", position, max(0.0, predicted - time.monotonic()))
         return RequestInfo(request_id, "waiting", position, self._eta(position))
 
     def is_alive(self) -> bool:
@@ -188,45 +210,85 @@ class Engine:
         batch = self.scheduler.pick(self.scheduler.step_budget_s)
         if not batch:
             return 0
-        for req in batch:
-            req.in_flight = True
+        self.begin(batch)
         outputs, duration = self.execute(batch)
         self.complete(batch, outputs, duration)
         return len(batch)
 
     def prepare(self) -> None:
-        """Take in new requests and aborts, expire late requests, admit and prefill into free slots."""
+        """Take in new requests and aborts, expire late requests, admit and prefill into free slots, and (under
+        admission control) predict when the waiting ones will start, refusing those that would wait too long."""
         now = time.monotonic()
         self._drain()
         for req in self.scheduler.all_requests():
             if req.is_expired(now):
                 error = RequestTimeoutError(f"request took longer than {req.timeout_s:g} s")
                 self._finish(req, RequestStatus.FINISHED_TIMEOUT, error)
-        admitted = self.scheduler.admit(self.max_running())
+        admitted = self.scheduler.admit(self._admission_limit(now))
         if admitted:
             self._prefill(admitted)
+        if self.admission is not None and self.scheduler.num_waiting:
+            self._predict(now)
 
-    def max_running(self) -> int | None:
-        """Admission control for CPU backends (None = only max_slots applies).
-
-        Two gates: a model (``max_load`` x workers / measured compute per audio second: as many streams as
-        the workers sustain in real time) and feedback (no newcomer while a running stream has less than
-        ``admission_slack_s`` of audio left: the compute the model did not see, such as HTTP and encoding,
-        is already hurting someone). Newcomers held back wait in the queue, with a position and an ETA.
-        """
-        if not self.backend.is_compute_bound or self.config.max_load is None or self.config.mode == "static":
+    def _admission_limit(self, now: float) -> int | None:
+        """How many requests may run after this round of admissions (None = only max_slots applies)."""
+        if self.admission is None:
             return None
         running = self.scheduler.running
-        now = time.monotonic()
-        sr = self.backend.sample_rate
-        if any(
-            r.first_audio_time is not None and r.deadline(sr) - now < self.config.admission_slack_s for r in running
-        ):
-            return len(running)
-        cost = self.metrics.compute_per_audio_s()
-        if cost is None or cost <= 0:
+        free = self.config.max_slots - len(running)
+        candidates = self.scheduler.waiting()[: max(free, 0)]
+        if not candidates:
             return None
-        return max(1, int(self.config.max_load * self.backend.num_workers / cost))
+        return len(running) + self.admission.admissible(running, candidates, now)
+
+    def _predict(self, now: float) -> None:
+        """Predict each waiting request's first audio; refuse (429) a newcomer that would wait past its limit.
+
+        Refreshed at most every PREDICT_EVERY_S, and at once when a request has no prediction yet.
+        """
+        admission = self.admission
+        if admission is None:
+            return
+        waiting = self.scheduler.waiting()
+        fresh = any(r.predicted_first_audio is None for r in waiting)
+        if not fresh and now - self._predicted_at < PREDICT_EVERY_S:
+            return
+        self._predicted_at = now
+        horizon = MAX_PREDICTION_S  # beyond any wait limit: a refused caller still learns when to come back
+        while waiting:
+            firsts = admission.predict_first_audio(self.scheduler.running, waiting, now, horizon)
+            refused = None
+            for req, first in zip(waiting, firsts, strict=True):
+                is_new = req.predicted_first_audio is None
+                req.predicted_first_audio = math.inf if first is None else now + first
+                if is_new and first is not None:
+                    req.first_prediction_s = now + first - req.arrival_time
+                limit = self._wait_limit(req, now)
+                if is_new and refused is None and (first is None or first > limit):
+                    refused = (req, first)
+            if refused is None:
+                return
+            req, first = refused
+            wait = f"{first:.1f} s" if first is not None else f"more than {horizon:g} s"
+            error = QueueFullError(
+                f"the server is at capacity: the wait for first audio would be {wait}, over this request's limit "
+                f"of {self._wait_limit(req, now):g} s",
+                retry_after_s=first if first is not None else horizon,
+            )
+            self._finish(req, RequestStatus.FINISHED_ERROR, error)
+            waiting = [r for r in waiting if r is not req]
+
+    def _wait_limit(self, req: Request, now: float) -> float:
+        limits = [self.config.max_queue_wait_s or math.inf]
+        if req.timeout_s is not None:
+            limits.append(req.timeout_s - (now - req.arrival_time))
+        return min(limits)
+
+    def begin(self, batch: list[Request]) -> None:
+        """Mark a batch as handed to a worker, noting what its step was estimated to cost (the learned margin)."""
+        for req in batch:
+            req.in_flight = True
+            req.planned_cost_s = self.backend.estimate_cost(req.slot) if req.slot is not None else 0.0
 
     def execute(self, batch: list[Request]) -> tuple[list[StepOutput], float]:
         """The one batched backend call (thread-safe for disjoint batches: pipelined workers call it)."""
@@ -239,6 +301,10 @@ class Engine:
     def complete(self, batch: list[Request], outputs: list[StepOutput], duration_s: float) -> None:
         """Hand a step's outputs to their requests (engine thread only)."""
         samples = 0
+        if self.admission is not None:
+            cpu = sum(out.cpu_s for out in outputs)
+            wall = duration_s if len(batch) == 1 else None  # slots of one step may run on several workers at once
+            self.admission.controller.load.observe(sum(r.planned_cost_s for r in batch), cpu, wall)
         for req, out in zip(batch, outputs, strict=True):
             req.in_flight = False
             if req.pending_finish is not None:  # aborted or expired while its slot was on a worker
@@ -327,6 +393,7 @@ class Engine:
             status=status,
             error=error,
             audio_seconds=req.num_samples_sent / sr,
+            predicted_first_audio_s=req.first_prediction_s,
         )
 
     def _finish(self, req: Request, status: RequestStatus, error: ChorusError | None) -> None:
@@ -368,4 +435,12 @@ class Engine:
         return rounds * self.metrics.mean_service_s() / 2 + self.metrics.mean_step_s()
 
     def retry_after_s(self) -> float:
-        return max(1.0, self._eta(self.num_waiting))
+        """When a refused caller should come back: when the last waiting request is predicted to start, where
+        admission control predicts, else from the mean service time."""
+        now = time.monotonic()
+        predicted = [
+            r.predicted_first_audio - now
+            for r in list(self._by_id.values())
+            if r.predicted_first_audio is not None and math.isfinite(r.predicted_first_audio)
+        ]
+        return max(1.0, max(predicted, default=self._eta(self.num_waiting)))

@@ -53,13 +53,6 @@ class EngineMetrics:
         with self._lock:
             return float(np.mean(self._service)) if self._service else default
 
-    def compute_per_audio_s(self, min_audio_s: float = 5.0) -> float | None:
-        """Worker-seconds of compute per second of audio over the recent window (None until measured)."""
-        with self._lock:
-            audio = sum(s.audio_seconds for s in self._steps)
-            busy = sum(s.duration_s for s in self._steps)
-        return busy / audio if audio >= min_audio_s else None
-
     def mean_step_s(self, default: float = 0.05) -> float:
         with self._lock:
             if not self._steps:

@@ -32,8 +32,7 @@ def run_pipelined(engine: Engine) -> None:
     in_flight: dict[Work, tuple[list[Request], bool]] = {}  # future → (its slots, is it the newcomer lane)
 
     def dispatch(pool: ThreadPoolExecutor, batch: list[Request], urgent: bool) -> None:
-        for req in batch:
-            req.in_flight = True
+        engine.begin(batch)
         future = pool.submit(engine.execute, batch)
         future.add_done_callback(lambda _: engine.wake())
         in_flight[future] = (batch, urgent)

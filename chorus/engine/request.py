@@ -43,6 +43,9 @@ class RequestOutput:
     error: ChorusError | None = None
     # Seconds of audio sent for this request so far, this output included.
     audio_seconds: float = 0.0
+    # Set when the request had to wait for a slot: its first-audio time as first predicted, in seconds after it
+    # arrived (the bench compares it with what happened).
+    predicted_first_audio_s: float | None = None
 
 
 Sink = Callable[[RequestOutput], None]
@@ -61,12 +64,17 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     slot: SlotState | None = None
     crossfader: Crossfader | None = None
+    admitted_time: float | None = None  # when it got a slot
     first_audio_time: float | None = None
+    # Admission control's prediction, when it had to wait: when its first audio should come (monotonic seconds).
+    predicted_first_audio: float | None = None
+    first_prediction_s: float | None = None  # the first such prediction, in seconds after arrival
     num_samples_sent: int = 0
     num_frames: int = 0
     max_frames: int | None = None
     sequence: int = 0  # arrival order, ties broken by it
     in_flight: bool = False  # a worker is stepping its slot right now
+    planned_cost_s: float = 0.0  # the backend's estimate of the step in flight (admission learns its margin)
     # A finish that arrived while in flight (abort, timeout): applied when the worker hands the slot back.
     pending_finish: tuple[RequestStatus, ChorusError | None] | None = None
 

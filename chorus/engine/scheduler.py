@@ -70,6 +70,7 @@ class Scheduler:
         while self._waiting and len(self.running) < limit:
             *_, req = heapq.heappop(self._waiting)
             req.status = RequestStatus.RUNNING
+            req.admitted_time = time.monotonic()
             self.running.append(req)
             admitted.append(req)
         return admitted

@@ -84,6 +84,17 @@ class StepOutput:
     alignments: tuple[PhonemeAlignment, ...] = ()
     # Set when this slot failed; the other slots of the step are unaffected.
     error: Exception | None = None
+    # CPU seconds this slot's step used (compute-bound backends; 0 = not measured): admission control compares
+    # them with the estimate it planned on, and with the wall time, to learn its margin and the machine's speed.
+    cpu_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One future step of a request, as planned: the audio it yields and its estimated compute (worker-seconds)."""
+
+    audio_s: float
+    cost_s: float
 
 
 @runtime_checkable
@@ -121,7 +132,8 @@ class Backend(Protocol):
         ...
 
     def estimate_cost(self, slot: SlotState) -> float:
-        """Estimated compute seconds of this slot's next step (for the scheduler's budget)."""
+        """Estimated compute seconds of this slot's next step (for the scheduler's budget; CPU seconds on a
+        compute-bound backend)."""
         ...
 
     def flush(self, slot: SlotState) -> np.ndarray:
@@ -133,6 +145,20 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class WorkPlanner(Protocol):
+    """A compute-bound backend that can tell what a request still costs, step by step (admission control and
+    queue ETAs on CPU: chorus.engine.admission)."""
+
+    def plan(self, slot: SlotState) -> tuple[Window, ...]:
+        """The slot's remaining steps, in order (the first is the one ``estimate_cost`` prices)."""
+        ...
+
+    def plan_input(self, inp: SpeechInput, prepared: Any) -> tuple[Window, ...]:
+        """Every step of a request not admitted yet (``prepared`` = its ``preprocess`` output)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,25 @@ from piper import PiperVoice
 from piper.config import PiperConfig
 
 from chorus.audio.chunking import segment_sentences
-from chorus.models.base import PhonemeAlignment, ReferenceVoice, SlotState, SpeechInput, StepOutput, VoiceInfo
+from chorus.models.base import (
+    PhonemeAlignment,
+    ReferenceVoice,
+    SlotState,
+    SpeechInput,
+    StepOutput,
+    VoiceInfo,
+    Window,
+)
 from chorus.models.piper_graph import PiperGraph
 from chorus.models.piper_noise import SegmentNoise, random_seed
+from chorus.models.piper_plan import (
+    DECODER_CONTEXT_FRAMES,
+    CostModel,
+    Position,
+    WindowSchedule,
+    plan_windows,
+    window_end,
+)
 from chorus.voices import voice_model
 
 if TYPE_CHECKING:  # pyworld loads with the first cloned voice, not with every server
@@ -35,8 +51,6 @@ if TYPE_CHECKING:  # pyworld loads with the first cloned voice, not with every s
 # Phonemes of a request's first segment (≈ 3 s of speech) and of any later one (≈ 10 s).
 FIRST_SEGMENT_PHONEMES = 48
 MAX_SEGMENT_PHONEMES = 160
-# Latent frames decoded on each side of a window as context (16 = sample-exact seams, see piper_graph).
-DECODER_CONTEXT_FRAMES = 16
 DEFAULT_FIRST_EMIT_FRAMES = 48  # ≈ 0.56 s of audio: covers the wait for the second window under load
 DEFAULT_EMIT_EVERY_FRAMES = 86  # ≈ 1 s; later windows double up to MAX_WINDOW_FACTOR times this
 MAX_WINDOW_FACTOR = 3
@@ -82,28 +96,6 @@ class PiperSlot(SlotState):
     num_windows: int = 0  # windows decoded so far (sets the size of the next one)
     converter: StreamConverter | None = None  # a cloned voice's converter, this request's own
     noise: SegmentNoise | None = None  # this request's own noise (its seed, or a random one)
-
-
-class _CostModel:
-    """Running estimates of compute seconds per encoder phoneme id and per decoded frame."""
-
-    def __init__(self) -> None:
-        self.per_id = 1e-3
-        self.per_frame = 1e-3
-        self.per_converted_frame = 1e-4
-        self._lock = threading.Lock()
-
-    def observe(self, *, ids: int, enc_s: float, frames: int, dec_s: float) -> None:
-        with self._lock:
-            if ids:
-                self.per_id = 0.8 * self.per_id + 0.2 * enc_s / ids
-            if frames:
-                self.per_frame = 0.8 * self.per_frame + 0.2 * dec_s / frames
-
-    def observe_conversion(self, frames: int, seconds: float) -> None:
-        if frames:
-            with self._lock:
-                self.per_converted_frame = 0.8 * self.per_converted_frame + 0.2 * seconds / frames
 
 
 class PiperBackend:
@@ -152,14 +144,15 @@ class PiperBackend:
             float(inference.get("length_scale", 1.0)),
             float(inference.get("noise_w", 0.8)),
         )
-        self.first_emit_frames = first_emit_frames or DEFAULT_FIRST_EMIT_FRAMES
-        self.emit_every_frames = emit_every_frames or DEFAULT_EMIT_EVERY_FRAMES
-        self.max_window_frames = max(
-            max_emit_frames or MAX_WINDOW_FACTOR * self.emit_every_frames, self.emit_every_frames
+        every = emit_every_frames or DEFAULT_EMIT_EVERY_FRAMES
+        self.windows = WindowSchedule(
+            first=first_emit_frames or DEFAULT_FIRST_EMIT_FRAMES,
+            every=every,
+            largest=max(max_emit_frames or MAX_WINDOW_FACTOR * every, every),
         )
         self.num_workers = num_workers or default_num_workers()
         self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="piper")
-        self.costs = _CostModel()
+        self.costs = CostModel()
         self._warm_up()
 
     # -- contract -------------------------------------------------------------------------------
@@ -211,13 +204,34 @@ class PiperBackend:
         s = _as_piper(slot)
         if s.is_finished:
             return 0.0
-        window = self._window(s)
-        cost = (window + 2 * DECODER_CONTEXT_FRAMES) * self.costs.per_frame
-        if s.latent is None:
-            cost += len(s.inp.phoneme_ids[s.segment_index]) * self.costs.per_id
-        if s.converter is not None:
-            cost += window * self.costs.per_converted_frame
-        return cost
+        windows = plan_windows(self._position(s), self.windows, self.costs, self.frame_seconds, limit=1)
+        return windows[0].cost_s if windows else 0.0
+
+    # -- planning (WorkPlanner: admission control and queue ETAs) -----------------------------------------
+
+    def plan(self, slot: SlotState) -> tuple[Window, ...]:
+        s = _as_piper(slot)
+        if s.is_finished:
+            return ()
+        return plan_windows(self._position(s), self.windows, self.costs, self.frame_seconds)
+
+    def plan_input(self, inp: SpeechInput, prepared: Any) -> tuple[Window, ...]:
+        if not isinstance(prepared, PiperInput):
+            prepared = self.preprocess(inp)
+        pos = Position(
+            [len(ids) for ids in prepared.phoneme_ids],
+            None,
+            0,
+            0,
+            self._defaults[1] / inp.params.speed,
+            inp.voice_id in self._clones,
+        )
+        return plan_windows(pos, self.windows, self.costs, self.frame_seconds)
+
+    def _position(self, s: PiperSlot) -> Position:
+        ids = [len(segment) for segment in s.inp.phoneme_ids[s.segment_index :]]
+        frames = None if s.latent is None else int(s.latent.shape[2])
+        return Position(ids, frames, s.cursor, s.num_windows, float(s.scales[1]), s.converter is not None)
 
     def flush(self, slot: SlotState) -> np.ndarray:
         # Windows are emitted whole; only a cloned voice's converter holds a little audio back.
@@ -296,13 +310,6 @@ class PiperBackend:
 
     # -- work ---------------------------------------------------------------------------------------
 
-    def _window(self, s: PiperSlot) -> int:
-        """Frames of the slot's next window: short first, then growing (a window pays 2 x context frames,
-        so longer windows waste less once the stream has audio buffered). Depends on the slot alone."""
-        if s.num_windows == 0:
-            return self.first_emit_frames
-        return min(self.emit_every_frames << (s.num_windows - 1), self.max_window_frames)
-
     def _advance(self, s: PiperSlot) -> StepOutput:
         try:
             return self._advance_unsafe(s)
@@ -311,36 +318,36 @@ class PiperBackend:
             return StepOutput(np.zeros(0, dtype=np.float32), is_finished=True, error=e)
 
     def _advance_unsafe(self, s: PiperSlot) -> StepOutput:
+        # Costs are CPU seconds of this thread (thread_time): a property of the work, whatever else runs beside it.
+        cpu0 = time.thread_time()
         alignments: tuple[PhonemeAlignment, ...] = ()
         ids = 0
         enc_s = 0.0
         if s.latent is None:
-            t0 = time.perf_counter()
             phoneme_ids = s.inp.phoneme_ids[s.segment_index]
             noise = s.noise or SegmentNoise(0, self.graph.latent_channels)
             s.latent, durations = self.graph.encode(phoneme_ids, s.scales, None, noise, s.segment_index)
-            enc_s = time.perf_counter() - t0
+            enc_s = time.thread_time() - cpu0
             ids = len(phoneme_ids)
+            self.costs.observe_durations(ids, int(s.latent.shape[2]), float(s.scales[1]))
             s.cursor = 0
             alignments = self._alignments(s.inp.phonemes[s.segment_index], phoneme_ids, durations)
         latent = s.latent
         total = latent.shape[2]
         start = s.cursor
-        end = min(total, start + self._window(s))
-        if total - end < self._window(s) // 2:  # no crumb of a window left behind
-            end = total
+        end = window_end(total, start, self.windows.size(s.num_windows))  # windows depend on the slot alone
         lo, hi = max(0, start - DECODER_CONTEXT_FRAMES), min(total, end + DECODER_CONTEXT_FRAMES)
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         audio = self.graph.decode(latent[:, :, lo:hi], None)
-        self.costs.observe(ids=ids, enc_s=enc_s, frames=hi - lo, dec_s=time.perf_counter() - t0)
+        self.costs.observe(ids=ids, enc_s=enc_s, frames=hi - lo, dec_s=time.thread_time() - t0)
         audio = np.clip(audio[(start - lo) * self.hop : (end - lo) * self.hop], -1.0, 1.0)
         is_segment_end = end == total
         if s.converter is not None:
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             audio = s.converter.process(audio)
             if is_segment_end:  # segments are crossfaded by the engine: each leaves complete
                 audio = np.concatenate([audio, s.converter.flush()])
-            self.costs.observe_conversion(end - start, time.perf_counter() - t0)
+            self.costs.observe_conversion(end - start, time.thread_time() - t0)
         s.cursor = end
         s.num_frames += end - start
         s.num_windows += 1
@@ -348,7 +355,14 @@ class PiperBackend:
             s.segment_index += 1
             s.latent = None
         s.is_finished = s.segment_index >= len(s.inp.phoneme_ids)
-        return StepOutput(audio, end - start, s.is_finished, is_segment_end=is_segment_end, alignments=alignments)
+        return StepOutput(
+            audio,
+            end - start,
+            s.is_finished,
+            is_segment_end=is_segment_end,
+            alignments=alignments,
+            cpu_s=time.thread_time() - cpu0,
+        )
 
     def _alignments(
         self, phonemes: list[str], phoneme_ids: list[int], frames: np.ndarray

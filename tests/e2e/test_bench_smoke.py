@@ -27,10 +27,23 @@ def quick(command: str, out: Path) -> subprocess.CompletedProcess[str]:
 def test_quick_bench_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     proc = quick("bench", tmp_path)
     result = json.loads((tmp_path / "latest.json").read_text())
+    systems = ["chorus", "one-at-a-time", "piper-http"]
+    assert result["settings"]["systems"] == systems
+    for workload, sizes in (("burst", {"1", "4"}), ("live", {"4"})):
+        for system in systems:
+            runs = result["runs"][workload][system]
+            assert set(runs) == sizes, (workload, system)
+            for n, measured in runs.items():
+                (m,) = measured  # --quick: one repeat
+                expected = int(n) if workload == "burst" else 3  # live: 4 streams over 6 s, one every 2.5 s
+                assert m["requests"] == expected and m["ok"] == expected, (workload, system, m["error_samples"])
+                assert m["audio_s"] > 5.0 * expected  # ~10 s of speech each
+    assert result["machine"]["commit"]
+    assert set(result["capacity"]) == set(systems)
     assert (tmp_path / "latest.png").stat().st_size > 1000
-    assert "| system" in (tmp_path / "latest.md").read_text() or "|" in (tmp_path / "latest.md").read_text()
+    markdown = (tmp_path / "latest.md").read_text()
+    assert "| system | N | ok/req |" in markdown and "| one-at-a-time | 4 |" in markdown
     assert "capacity (largest N" in proc.stdout
-    assert set(result) >= {"settings", "machine"} or result
 
 
 def test_quick_voice_bench_measures_every_method(tmp_path: Path) -> None:

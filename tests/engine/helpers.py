@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,3 +64,10 @@ def run_until_idle(engine: Engine, max_steps: int = 10_000) -> int:
         if steps > max_steps:
             raise RuntimeError("engine did not go idle")
     return steps
+
+
+def wait_final(sinks: list[Collector], timeout_s: float = 10) -> None:
+    """Wait (bounded) until every sink has its final output (the engine runs in its own thread)."""
+    deadline = time.monotonic() + timeout_s
+    while any(s.final is None for s in sinks) and time.monotonic() < deadline:
+        time.sleep(0.005)

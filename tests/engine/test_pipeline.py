@@ -8,16 +8,10 @@ import numpy as np
 
 from chorus.engine.request import RequestStatus
 from chorus.errors import EngineDeadError
-from tests.engine.helpers import Collector, make_engine, submit
+from tests.engine.helpers import make_engine, submit, wait_final
 from tests.fakes import FakeBackend, expected_audio
 
 WORDS = "one two three four five six seven eight nine ten eleven twelve"
-
-
-def wait_final(sinks: list[Collector], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while any(s.final is None for s in sinks) and time.monotonic() < deadline:
-        time.sleep(0.005)
 
 
 def cpu_backend(**kwargs: object) -> FakeBackend:

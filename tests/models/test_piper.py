@@ -39,7 +39,7 @@ def test_windowed_decoding_matches_piper_itself(piper: PiperBackend) -> None:
     np.testing.assert_allclose(ours, np.clip(reference, -1, 1), atol=1e-4)
     assert len(outputs) > len(slot.inp.phoneme_ids)  # streamed in several windows, not one per segment
     # The first chunk is the short one (fast first audio); later ones are emit_every_frames long.
-    assert outputs[0].audio.size == piper.first_emit_frames * piper.hop
+    assert outputs[0].audio.size == piper.windows.first * piper.hop
     assert max(o.audio.size for o in outputs) > outputs[0].audio.size
 
 

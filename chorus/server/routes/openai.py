@@ -41,6 +41,9 @@ async def create_speech(
     first = await first_output(stream, request)
     out_rate = state.settings.server.output_sample_rate
     headers = {"X-Request-Id": stream.request_id}
+    if first is not None and first.predicted_first_audio_s is not None:
+        # It had to wait for a slot: what admission control predicted then (the bench checks it against reality).
+        headers["X-Queue-ETA-S"] = f"{first.predicted_first_audio_s:.3f}"
     if body.stream_format == "sse":
         sse = _sse_body(first, stream, body.response_format, out_rate, len(body.input))
         return StreamingResponse(sse, media_type="text/event-stream", headers=headers)

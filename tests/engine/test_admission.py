@@ -1,0 +1,146 @@
+"""Admission control's model (chorus.engine.admission), on hand-computed cases."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from chorus.engine.admission import AdmissionConfig, AdmissionController, LoadModel, StreamPlan, _jobs, fits
+from chorus.engine.engine import Engine
+from chorus.engine.request import RequestStatus
+from chorus.errors import QueueFullError
+from chorus.models.base import Window
+from tests.engine.helpers import make_engine, submit, wait_final
+from tests.fakes import FakePlannerBackend
+
+
+def test_jobs_of_a_running_stream_are_due_as_its_audio_runs_out() -> None:
+    plan = StreamPlan((Window(1.0, 0.1), Window(2.0, 0.2), Window(3.0, 0.3)), next_due=12.0)
+    assert _jobs(plan, 10.0, 0.25, 1.0) == [(12.0, 0.1), (13.0, 0.2), (15.0, 0.3)]
+
+
+def test_a_newcomers_first_window_is_due_at_its_target_or_when_it_can_be_done() -> None:
+    plan = StreamPlan((Window(1.0, 0.1), Window(2.0, 0.2)))
+    assert _jobs(plan, 10.0, 0.25, 1.0) == [(10.25, 0.1), (11.25, 0.2)]
+    # At 5x its estimate the first window takes 0.5 s: due then, and the stream plays from then.
+    assert _jobs(plan, 10.0, 0.25, 5.0) == [(10.5, 0.1), (11.5, 0.2)]
+
+
+def test_demand_bound() -> None:
+    assert fits([[(1.0, 0.5)]], now=0.0, capacity=1.0)
+    assert not fits([[(0.4, 0.5)]], now=0.0, capacity=4.0)  # one stream's window cannot use two workers
+    two = [[(1.0, 0.6)], [(1.0, 0.6)]]
+    assert not fits(two, now=0.0, capacity=1.0)  # 1.2 s of work due within 1 s on one worker
+    assert fits(two, now=0.0, capacity=2.0)
+    assert not fits(two, now=0.0, capacity=2.0, factor=2.0)  # each takes 1.2 s of wall: its own chain is late
+    chain = [[(1.0, 0.5), (2.0, 0.6)]]  # 0.5 by t=1, 1.1 by t=2: fits; 0.5 + 0.6 by 1.0 would not
+    assert fits(chain, now=0.0, capacity=1.0)
+    assert not fits([[(1.0, 0.5), (1.0, 0.6)]], now=0.0, capacity=1.0)
+    assert not fits([[(-0.1, 0.01)]], now=0.0, capacity=8.0)  # already late
+    assert fits([], now=0.0, capacity=1.0)
+    assert not fits([[(1.0, 0.1)]], now=0.0, capacity=0.0)
+
+
+def controller(capacity: float = 1.0) -> AdmissionController:
+    return AdmissionController(AdmissionConfig(capacity=capacity, first_audio_s=0.25))
+
+
+def test_admissible_counts_the_prefix_that_keeps_everyone_in_time() -> None:
+    c = controller(capacity=1.0)
+    newcomer = StreamPlan((Window(1.0, 0.2), Window(2.0, 0.3)))
+    # Alone: 0.2 by 0.25, 0.5 by 1.25 -> fits. Two: 0.4 by 0.25 -> no. So one of three.
+    assert c.admissible([], [newcomer, newcomer, newcomer], now=0.0) == 1
+    assert controller(capacity=2.0).admissible([], [newcomer, newcomer, newcomer], now=0.0) == 2
+    late = StreamPlan((Window(1.0, 0.1),), next_due=-0.5)
+    assert c.admissible([late], [newcomer], now=0.0) == 0  # nobody starts while someone is late
+
+
+def test_predicted_start_is_when_the_running_work_leaves_room() -> None:
+    c = controller(capacity=1.0)
+    running = StreamPlan((Window(5.0, 0.9),), next_due=1.0)
+    newcomer = StreamPlan((Window(1.0, 0.5),))
+    # Now: 0.5 due at 0.5 and 0.9 more at 1.0 -> 1.4 > 1.0: wait. The running window is done at 0.9; from then
+    # the newcomer's 0.5 is due at 1.4 -> fits. It starts at 0.9.
+    assert c.admissible([running], [newcomer], now=0.0) == 0
+    (start,) = c.predict_starts([running], [newcomer], now=0.0, horizon_s=10.0)
+    assert start == pytest.approx(0.9)
+    # Two in the queue: the second waits for the first one's window too (0.9 + 0.5).
+    starts = c.predict_starts([running], [newcomer, newcomer], now=0.0, horizon_s=10.0)
+    assert starts == pytest.approx([0.9, 1.4])
+    assert c.predict_starts([running], [newcomer], now=0.0, horizon_s=0.5) == [None]  # past the horizon
+
+
+def test_load_model_learns_margin_and_speed() -> None:
+    config = AdmissionConfig(capacity=2.0, margin_quantile=0.5, max_margin=3.0, min_speed=0.1)
+    load = LoadModel(config)
+    assert (load.margin, load.speed, load.wall_factor()) == (1.0, 1.0, 1.0)  # nothing learned: face value
+    for estimated, cpu, wall in [(0.1, 0.12, 0.24), (0.1, 0.1, 0.2), (0.1, 0.2, 0.4)]:
+        load.observe(estimated, cpu, wall)
+    assert load.margin == pytest.approx(1.2)  # median of 1.2, 1.0, 2.0
+    assert load.speed == pytest.approx(0.5)  # each step had half a core
+    assert load.wall_factor() == pytest.approx(2.4)
+    load.observe(0.1, 1.0, None)  # several slots at once: no speed reading, a margin reading of 10
+    load.observe(0.1, 1.0, None)
+    assert load.margin == pytest.approx(2.0)
+    for _ in range(10):
+        load.observe(0.1, 10.0, 1000.0)
+    assert load.margin == 3.0 and load.speed == pytest.approx(0.1)  # clamped
+
+
+def _saturating_engine(max_queue_wait_s: float) -> tuple[Engine, FakePlannerBackend]:
+    # Each step: 0.1 s of audio for 0.1 s of one worker's CPU. One stream takes the whole worker: while it runs,
+    # nobody else can start without making it stutter.
+    backend = FakePlannerBackend(cost_per_step=0.1, step_delay_s=0.1, default_max_slots=8)
+    engine = make_engine(backend, max_slots=8, max_queue_wait_s=max_queue_wait_s, step_budget_s=0.1)
+    assert engine.admission is not None
+    return engine, backend
+
+
+def test_a_request_that_would_wait_past_its_limit_is_refused_at_once() -> None:
+    engine, _ = _saturating_engine(max_queue_wait_s=0.5)
+    engine.start()
+    try:
+        _, first = submit(engine, " ".join(["word"] * 20), "first")  # 2 s of audio, 2 s of compute
+        deadline = time.monotonic() + 5
+        while not first.outputs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sent = time.monotonic()
+        _, second = submit(engine, "two words", "second")
+        wait_final([second])
+        refused_after = time.monotonic() - sent
+        wait_final([first])
+    finally:
+        engine.shutdown()
+    assert first.status == RequestStatus.FINISHED_STOPPED
+    assert second.status == RequestStatus.FINISHED_ERROR and second.final is not None
+    error = second.final.error
+    assert isinstance(error, QueueFullError) and error.status_code == 429
+    assert 0.5 < error.retry_after_s < 5.0  # about when the first request is done
+    assert refused_after < 0.5  # at once, not after waiting
+
+
+def test_a_request_within_its_limit_waits_with_an_eta_then_runs() -> None:
+    engine, _ = _saturating_engine(max_queue_wait_s=20.0)
+    engine.start()
+    try:
+        _, first = submit(engine, " ".join(["word"] * 20), "first")
+        deadline = time.monotonic() + 5
+        while not first.outputs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sent = time.monotonic()
+        req, second = submit(engine, "two words", "second")
+        time.sleep(0.3)
+        info = engine.status("second")
+        wait_final([first, second])
+    finally:
+        engine.shutdown()
+    assert second.status == RequestStatus.FINISHED_STOPPED
+    assert info is not None and info.status == "waiting" and info.queue_position == 0
+    assert info.eta_s is not None and 0.3 < info.eta_s < 5.0
+    predicted = second.outputs[0].predicted_first_audio_s
+    assert predicted is not None and req.first_audio_time is not None
+    actual = req.first_audio_time - req.arrival_time
+    assert actual > 1.0  # it did wait for the first request
+    assert abs(actual - predicted) < 1.0, (actual, predicted)
+    assert sent <= req.arrival_time
