@@ -20,6 +20,9 @@ bash scripts/install_qwen.sh > /dev/null
 # Speaker embeddings (chorus.voices.embedding): resemblyzer only after the line above has pinned the CPU torch,
 # or pip pulls the newest CUDA torch for it; setuptools<81 still ships pkg_resources, which its webrtcvad imports.
 python -m pip install --quiet --disable-pip-version-check -e ".[voices]"
+# resemblyzer's old webrtcvad writes the same module files as the base install's webrtcvad-wheels: reinstall the
+# latter last, so the suite tests the VAD users run (tests/voices/test_vad_install.py checks the bytes).
+python -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "webrtcvad-wheels>=2.0.14"
 
 ruff check chorus tests bench scripts
 ruff format --check chorus tests bench scripts

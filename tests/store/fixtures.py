@@ -5,7 +5,8 @@ A pytest plugin (tests/conftest.py loads it), so that tests/store and tests/e2e 
 The servers start once per session, on first use, on 127.0.0.1 (pg_service.py, s3_service.py), unless
 CHORUS_TEST_PG_URL / CHORUS_TEST_S3_* name running ones (scripts/services.sh start). A guard process stops them
 even if pytest is killed. Each test gets its own database and S3 prefix.
-A server that cannot start skips its tests, with the reason repeated in a banner at the end of the run.
+A server that cannot start skips its tests, with the reason repeated in a banner at the end of the run; under
+CI (``CI=true``, which .ci/run sets) it fails them instead, so a run cannot pass without the real services.
 """
 
 from __future__ import annotations
@@ -32,8 +33,15 @@ _UNAVAILABLE: dict[str, str] = {}
 ServiceT = TypeVar("ServiceT", Postgres, Seaweed)
 
 
+def services_required() -> bool:
+    """Under CI a missing service is a failure, not a skip (``CI=true``, as .ci/run and most CI systems set)."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
 def _unavailable(service: str, reason: str) -> NoReturn:
     _UNAVAILABLE[service] = reason
+    if services_required():
+        pytest.fail(f"{service} could not start, and CI requires it: {reason}", pytrace=False)
     pytest.skip(f"{service} could not start, its tests are skipped: {reason}")
 
 
