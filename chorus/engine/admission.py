@@ -74,9 +74,10 @@ def _jobs(plan: StreamPlan, start: float, first_audio_s: float, factor: float) -
 
 
 def fits(streams: Sequence[list[tuple[float, float]]], now: float, capacity: float, factor: float = 1.0) -> bool:
-    """The demand bound: for every deadline d, factor x (cost due by d) <= capacity x (d - now), and each
-    stream's own chain fits on one worker. Jobs are (deadline, cost) lists, one per stream; ``factor`` turns a cost
-    into a worker's wall seconds."""
+    """The demand bound: for every deadline d, factor x (cost due by d + blocking) <= capacity x (d - now); and
+    each stream's own chain fits on one worker. Blocking is the longest next window of a stream due after d: a
+    worker may have started it first and cannot put it down. Jobs are (deadline, cost) lists, one per stream;
+    ``factor`` turns a cost into a worker's wall seconds."""
     if capacity <= 0:
         return False
     for jobs in streams:
@@ -90,7 +91,12 @@ def fits(streams: Sequence[list[tuple[float, float]]], now: float, capacity: flo
         return True
     deadlines = np.fromiter((d for d, _ in merged), dtype=np.float64, count=len(merged))
     costs = np.fromiter((c for _, c in merged), dtype=np.float64, count=len(merged))
-    return bool(np.all(factor * np.cumsum(costs) <= capacity * (deadlines - now) + 1e-9))
+    heads = sorted(jobs[0] for jobs in streams if jobs)  # the windows a worker could be running now
+    head_due = np.fromiter((d for d, _ in heads), dtype=np.float64, count=len(heads))
+    head_cost = np.fromiter((c for _, c in heads), dtype=np.float64, count=len(heads))
+    longest_after = np.append(np.maximum.accumulate(head_cost[::-1])[::-1], 0.0)  # [i]: max cost of heads[i:]
+    blocking = longest_after[np.searchsorted(head_due, deadlines, side="right")]
+    return bool(np.all(factor * (np.cumsum(costs) + blocking) <= capacity * (deadlines - now) + 1e-9))
 
 
 class LoadModel:
@@ -102,31 +108,21 @@ class LoadModel:
         self._ratios: deque[float] = deque(maxlen=history)
         self._speeds: deque[float] = deque(maxlen=history)
         self._lock = threading.Lock()
+        self.margin = config.min_margin
+        self.speed = 1.0
 
     def observe(self, estimated_cpu_s: float, cpu_s: float, wall_s: float | None) -> None:
         """One step: its estimated and measured CPU seconds, and its wall time (None when several slots ran in
         parallel, so that no single worker's speed can be read off it)."""
+        cfg = self._config
         with self._lock:
             if estimated_cpu_s > 0 and cpu_s > 0:
                 self._ratios.append(cpu_s / estimated_cpu_s)
+                q = float(np.quantile(np.asarray(self._ratios), cfg.margin_quantile))
+                self.margin = min(cfg.max_margin, max(cfg.min_margin, q))
             if wall_s is not None and wall_s > 0 and cpu_s > 0:
                 self._speeds.append(min(1.0, cpu_s / wall_s))
-
-    @property
-    def margin(self) -> float:
-        cfg = self._config
-        with self._lock:
-            if not self._ratios:
-                return cfg.min_margin
-            q = float(np.quantile(np.asarray(self._ratios), cfg.margin_quantile))
-        return min(cfg.max_margin, max(cfg.min_margin, q))
-
-    @property
-    def speed(self) -> float:
-        with self._lock:
-            if not self._speeds:
-                return 1.0
-            return max(self._config.min_speed, float(np.median(np.asarray(self._speeds))))
+                self.speed = max(cfg.min_speed, float(np.median(np.asarray(self._speeds))))
 
     def wall_factor(self) -> float:
         """Estimated CPU seconds x this = wall seconds a step takes on one worker."""
@@ -214,6 +210,15 @@ class PlannedAdmission:
         self.planner = planner
         self.controller = controller
         self.sample_rate = sample_rate
+
+    def describe(self) -> dict[str, float]:
+        load = self.controller.load
+        return {
+            "capacity_workers": self.controller.config.capacity,
+            "margin": round(load.margin, 3),
+            "speed": round(load.speed, 3),
+            "wall_factor": round(load.wall_factor(), 3),
+        }
 
     def running_plan(self, req: Request, now: float) -> StreamPlan:
         if req.slot is None:

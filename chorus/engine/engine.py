@@ -32,7 +32,7 @@ from chorus.errors import (
     RequestTimeoutError,
     SynthesisError,
 )
-from chorus.models.base import Backend, PhonemeAlignment, StepOutput, WorkPlanner
+from chorus.models.base import Backend, PhonemeAlignment, SlotState, StepOutput, WorkPlanner
 
 log = logging.getLogger(__name__)
 # Waiting requests' predicted first audio is refreshed at most this often (and at once for a newcomer).
@@ -74,17 +74,6 @@ class Engine:
         self.config = config
         budget = config.step_budget_s if backend.is_compute_bound else None
         sched = SchedulerConfig(config.max_slots, config.mode, budget, backend.num_workers, config.first_audio_target_s)
-        self.scheduler = Scheduler(sched, backend.estimate_cost, backend.sample_rate)
-        self.metrics = EngineMetrics()
-        self._overlap = round(config.crossfade_s * backend.sample_rate)
-        self._cond = threading.Condition()
-        self._inbox: deque[Request] = deque()
-        self._aborts: deque[tuple[str, ChorusError]] = deque()
-        self._by_id: dict[str, Request] = {}
-        self._sequence = 0
-        self._dead: EngineDeadError | None = None
-        self._stopping = False
-        self._thread: threading.Thread | None = None
         self.admission: PlannedAdmission | None = None
         if (
             backend.is_compute_bound
@@ -95,7 +84,25 @@ class Engine:
             capacity = config.max_load * backend.num_workers
             controller = AdmissionController(AdmissionConfig(capacity, config.first_audio_target_s))
             self.admission = PlannedAdmission(backend, controller, backend.sample_rate)
+        # Under admission control, the scheduler orders slots by wall-clock cost (CPU estimate x learned factor).
+        self.scheduler = Scheduler(
+            sched, self._wall_cost if self.admission else backend.estimate_cost, backend.sample_rate
+        )
+        self.metrics = EngineMetrics()
+        self._overlap = round(config.crossfade_s * backend.sample_rate)
+        self._cond = threading.Condition()
+        self._inbox: deque[Request] = deque()
+        self._aborts: deque[tuple[str, ChorusError]] = deque()
+        self._by_id: dict[str, Request] = {}
+        self._sequence = 0
+        self._dead: EngineDeadError | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
         self._predicted_at = -math.inf
+
+    def _wall_cost(self, slot: SlotState) -> float:
+        factor = self.admission.controller.load.wall_factor() if self.admission is not None else 1.0
+        return self.backend.estimate_cost(slot) * factor
 
     # -- thread-safe API ---------------------------------------------------------------------------
 

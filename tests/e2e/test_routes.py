@@ -59,6 +59,10 @@ def test_stats_count_finished_requests_and_ttfa(server: Server) -> None:
     after = server.stats()
     assert after["ttfa_s"]["count"] == before + 1  # type: ignore[index]
     assert after["ttfa_s"]["p50"] is not None  # type: ignore[index]
+    # Admission control learned from the request's steps: CPU estimates vs measured, share of a core.
+    admission = after["admission"]
+    assert isinstance(admission, dict) and admission["capacity_workers"] >= 1
+    assert admission["margin"] >= 1.0 and 0 < admission["speed"] <= 1.0
 
 
 def test_the_database_is_migrated_at_start_up(server: Server) -> None:

@@ -42,6 +42,14 @@ def test_demand_bound() -> None:
     assert not fits([[(1.0, 0.1)]], now=0.0, capacity=0.0)
 
 
+def test_a_long_window_started_first_blocks_a_worker() -> None:
+    # B's 0.1 s is due at 0.5; A's next window (0.9 s) is due much later, but a worker may already be on it.
+    streams = [[(10.0, 0.9)], [(0.5, 0.1)]]
+    assert not fits(streams, now=0.0, capacity=1.0)  # 0.1 + 0.9 blocking > 0.5
+    assert fits(streams, now=0.0, capacity=2.0)  # 1.0 <= 2 x 0.5: the other worker is free
+    assert fits([[(10.0, 0.9), (11.0, 0.9)], [(0.5, 0.1)]], now=0.0, capacity=2.0)  # only heads can block
+
+
 def controller(capacity: float = 1.0) -> AdmissionController:
     return AdmissionController(AdmissionConfig(capacity=capacity, first_audio_s=0.25))
 

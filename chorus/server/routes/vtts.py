@@ -98,5 +98,7 @@ async def stats(state: StateDep) -> dict[str, object]:
         # Per-voice work done by this process: "embedded"/"built" at registration, "loaded" (from the store,
         # once per voice), "rebuilt" (a stored model made for another backend).
         "voice_work": dict(state.voice_service.counts),
+        # CPU admission control: what it learned (margin on CPU estimates, share of a core a worker gets).
+        "admission": engine.admission.describe() if engine.admission is not None else None,
         **engine.metrics.snapshot(),
     }
