@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from chorus.bench.load import busy_cores, git_commit
 from chorus.bench.output import render_text, write_files
-from chorus.bench.report import capacities, capacity_values, ratios, summarize_all
+from chorus.bench.report import capacities, capacity_search, capacity_values, ratios, summarize_all
 from chorus.bench.servers import DEFAULT_SYSTEMS, SYSTEMS, Server, describe, running
 from chorus.bench.workloads import MAX_REQUESTS, Measurement, measure, wait_idle, warm_up
 from chorus.errors import ChorusError
@@ -40,6 +40,16 @@ def _sizes(value: str) -> list[int]:
     if not sizes or sizes[0] < 1 or sizes[-1] > MAX_REQUESTS:
         raise argparse.ArgumentTypeError(f"sizes must be between 1 and {MAX_REQUESTS}")
     return sizes
+
+
+def _factors(value: str) -> list[float]:
+    try:
+        factors = sorted({float(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of numbers") from None
+    if any(not 1.0 < f <= 4.0 for f in factors):
+        raise argparse.ArgumentTypeError("overload factors must be above 1 and at most 4")
+    return factors
 
 
 def _names(value: str) -> list[str]:
@@ -76,6 +86,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="benchmark this already-running chorus (127.0.0.1 only) instead of starting one")
     p.add_argument("--chorus-args", default="", help='extra flags for "chorus serve", e.g. "--max-slots 32"')
     p.add_argument("--no-skip", action="store_true", help="measure every N even after a system saturates")
+    p.add_argument(
+        "--overload",
+        type=_factors,
+        default=[1.25, 1.5],
+        help="after the live ladder, chorus again at these multiples of the capacity it just showed (default "
+        "1.25,1.5; empty to skip): no stream may run dry, every caller gets audio or a prompt 429",
+    )
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,6 +123,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "url": args.url,
         "chorus_args": shlex.split(args.chorus_args),
         "skip_saturated": not args.no_skip,
+        "overload": [] if quick or "live" not in args.workloads else args.overload,
         "out": str(args.out),
     }
 
@@ -156,6 +174,37 @@ def _bench_system(server: Server, cfg: dict[str, Any], repeat: int, results: Res
                 rest = ",".join(map(str, sizes[i + 1 :]))
                 notes.append(f"{server.name} repeat {repeat + 1}: {workload} N={rest} skipped, saturated at N={n}")
                 break
+    if server.kind == "chorus" and cfg["overload"]:
+        last = _overload(server, cfg, repeat, results, notes, last, idle_probe_s)
+
+
+def _overload(
+    server: Server,
+    cfg: dict[str, Any],
+    repeat: int,
+    results: ResultsDict,
+    notes: list[str],
+    last: Measurement | None,
+    idle_probe_s: float,
+) -> Measurement | None:
+    """The live workload again at multiples of the capacity this repeat just found (keyed by factor x 100)."""
+    ladder = {n: runs[-1] for n, runs in results["live"][server.name].items() if runs and runs[-1].repeat == repeat}
+    capacity = capacity_search(ladder)
+    if capacity == 0:
+        notes.append(f"{server.name} repeat {repeat + 1}: no overload runs, no live capacity to multiply")
+        return last
+    for factor in cfg["overload"]:
+        n = min(MAX_REQUESTS, round(factor * capacity))
+        wait_idle(server, idle_probe_s, last)
+        last = measure(server, "live", n, window_s=cfg["window_s"], timeout_s=cfg["timeout_s"], repeat=repeat)
+        results.setdefault("overload", {}).setdefault(server.name, {}).setdefault(round(100 * factor), []).append(last)
+        print(
+            f"[{server.name}] repeat {repeat + 1}/{cfg['repeats']} overload {factor:g}x capacity {capacity} = N={n}: "
+            f"{last.ok}/{last.requests} ok, {last.rejected_429} 429, {last.errors} errors, "
+            f"{last.underruns} underruns",
+            flush=True,
+        )
+    return last
 
 
 @contextmanager

@@ -21,6 +21,8 @@ from chorus.bench.report import (
 TITLES = {
     "burst": "burst: N requests sent at once, ~10 s of speech each",
     "live": "live: N concurrent real-time streams (one arrives every 10/N s), ~10 s of speech each",
+    "overload": "overload: live again at multiples of the capacity each repeat found (no stream may run dry; "
+    "every caller gets audio or a prompt 429)",
 }
 
 
@@ -142,17 +144,19 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def write_files(report: dict[str, Any], out_dir: Path, stamp: str, *, latest: bool = True) -> list[Path]:
     """Always the timestamped JSON; the ``latest.*`` files only when asked (a run that measured nothing should
-    not replace the last good results)."""
+    not replace the last good results). A run with ``--busy-cores K`` writes ``latest-busyK.*`` instead."""
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=1, allow_nan=False, default=_json_default) + "\n"
-    paths = [out_dir / f"bench-{stamp}.json", out_dir / "latest.json", out_dir / "latest.md"]
+    busy = report["settings"].get("busy_cores") or 0
+    name = f"latest-busy{busy}" if busy else "latest"
+    paths = [out_dir / f"bench-{stamp}.json", out_dir / f"{name}.json", out_dir / f"{name}.md"]
     _atomic_write(paths[0], text)
     if not latest:
         return paths[:1]
     _atomic_write(paths[1], text)
     _atomic_write(paths[2], render_markdown(report))
-    png = out_dir / "latest.png"
-    tmp = out_dir / "latest.png.tmp"
+    png = out_dir / f"{name}.png"
+    tmp = out_dir / f"{name}.png.tmp"
     write_plot(report, tmp)
     os.replace(tmp, png)
     return [*paths, png]

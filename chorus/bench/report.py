@@ -20,6 +20,7 @@ from chorus.bench.workloads import Measurement
 # Live capacity: the most concurrent streams served with no underrun, no error, no 429 and first audio within this.
 CAPACITY_TTFA_P95_S = 1.0
 FIELDS = (
+    "n",
     "requests",
     "ok",
     "errors",
@@ -221,11 +222,20 @@ LIVE_COLUMNS: list[Column] = [
 ]
 
 
+OVERLOAD_COLUMNS: list[Column] = [
+    ("N (range)", _col("n", "g")),
+    *(c for c in LIVE_COLUMNS if c[0] not in ("TTFA p50 s", "TTFA p95 s")),
+    ("stall s", _col("stall_s", ".2f")),
+]
+
+
 def rows_for(summary: Summary, workload: str) -> tuple[list[str], list[list[str]]]:
-    columns = BURST_COLUMNS if workload == "burst" else LIVE_COLUMNS
-    header = ["system", "N", *(name for name, _ in columns)]
+    """Table rows; an overload row's key is its multiple of the repeat's live capacity, x100."""
+    columns = {"burst": BURST_COLUMNS, "live": LIVE_COLUMNS, "overload": OVERLOAD_COLUMNS}[workload]
+    first = "load" if workload == "overload" else "N"
+    header = ["system", first, *(name for name, _ in columns)]
     rows = [
-        [system, str(n), *(cell(row) for _, cell in columns)]
+        [system, f"{n / 100:g}x capacity" if workload == "overload" else str(n), *(cell(row) for _, cell in columns)]
         for system, by_n in summary.get(workload, {}).items()
         for n, row in by_n.items()
     ]
