@@ -36,7 +36,9 @@ def write_wav(path: Path, audio: np.ndarray, rate: int) -> Path:
 def custom_voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("qwen3-cv-server")
     model = build_tiny_model(root / "model", kind="custom_voice", seed=0)
-    config = {"model": {"name": "qwen3", "local_path": str(model)}, "worker": {"max_frames": 30, "max_slots": 4}}
+    # max_emit_frames = emit_every_frames: chunks stop growing (the setting travels config → registry → backend).
+    worker = {"max_frames": 30, "max_slots": 4, "emit_every_frames": 6, "max_emit_frames": 6}
+    config = {"model": {"name": "qwen3", "local_path": str(model)}, "worker": worker}
     server = start_server(root, config)
     yield server
     stop_server(server)
@@ -79,9 +81,10 @@ def test_custom_voice_sse_routes_stream_chunks(custom_voice_server: Server) -> N
     )
     events = [block for block in response.text.strip().split("\n\n")]
     audio_events = [json.loads(b.split("data: ", 1)[1]) for b in events if b.startswith("event: audio")]
-    assert len(audio_events) >= 3  # the first chunk early, then every emit_every_frames
-    total = sum(len(base64.b64decode(e["audio"])) for e in audio_events) // 2
-    assert total == 30 * 1920
+    sizes = [len(base64.b64decode(e["audio"])) // 2 for e in audio_events]
+    assert sum(sizes) == 30 * 1920
+    # The first chunk early (3 frames), then 6 frames each: max_emit_frames stops the growth to 12 and 24.
+    assert sizes[0] == 3 * 1920 and max(sizes) == 6 * 1920 and len(sizes) == 6, sizes
     with httpx.stream(
         "POST",
         f"{custom_voice_server.url}/v1/audio/speech",

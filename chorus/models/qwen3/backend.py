@@ -4,15 +4,15 @@ Every running request advances by one codec frame per step, all of them in ONE b
 over a preallocated per-slot KV cache (``kvcache.py``), with the code predictor (codebooks 1..15) batched
 across the same slots. What qwen-tts keeps as shared state (``rope_deltas``, one ``generation_step``, an
 inner ``generate`` per step) is per slot here: position = the slot's own length, its own step counter
-into its text rows, its own sampling parameters and RNG. Prompts come from the library itself
-(``prompt.py``); the codec decodes each slot's new frames every ``emit_every_frames`` with left context.
+into its text rows, its own sampling parameters and its own counter-based random stream (``sampling.py``:
+a draw depends on the request's seed and position only, never on its batch). Prompts come from the library
+itself (``prompt.py``); the codec decodes each slot's new frames every ``emit_every_frames`` with left context.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,21 +24,27 @@ import torch
 
 from chorus.audio.resample import resample
 from chorus.models.base import ReferenceVoice, SlotState, SpeechInput, StepOutput, VoiceInfo
+from chorus.models.qwen3.chunks import DECODE_CONTEXT_FRAMES, SAMPLES_PER_FRAME, ChunkDecoder, ChunkSchedule
 from chorus.models.qwen3.kvcache import SlotKVCache
+from chorus.models.qwen3.predictor import CodePredictor
 from chorus.models.qwen3.prompt import PromptCapture, TalkerPrompt
-from chorus.models.qwen3.sampling import RowSampling, repetition_penalty_, sample_rows
+from chorus.models.qwen3.sampling import (
+    BatchSampling,
+    RowSampling,
+    frame_counters,
+    new_seed,
+    repetition_penalty_,
+    request_key,
+    sample,
+)
 from chorus.models.qwen3.voice_prompt import checkpoint_digest, decode_prompt, encode_prompt
 from chorus.voices import voice_model
 
 SAMPLE_RATE = 24_000
-SAMPLES_PER_FRAME = 1920  # 12.5 frames per second
-DEFAULT_FIRST_EMIT_FRAMES = 3
-DEFAULT_EMIT_EVERY_FRAMES = 6
-DECODE_CONTEXT_FRAMES = 25  # the library's own left context (chunked_decode)
-MAX_CHUNK_FACTOR = 4
 # Runaway guard besides max_frames: speech never needs this many frames per character of text.
 FRAMES_PER_CHAR = 4.0
 MIN_FRAME_BUDGET = 32
+MIN_NEW_FRAMES = 2  # the library's min_new_tokens: no EOS as the code 0 of frames 0 and 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +73,8 @@ class Qwen3Slot(SlotState):
     pad: torch.Tensor | None = None
     past_hidden: torch.Tensor | None = None  # [H] talker output at the last position
     code0: int = 0  # first codebook of the next frame, sampled at the previous step
-    history: list[int] = field(default_factory=list)  # every sampled code0 (repetition penalty, min tokens)
-    talker_sampling: RowSampling = field(default_factory=RowSampling)
-    repetition_penalty: float = 1.05
-    generator: torch.Generator | None = None
+    sampling: RowSampling = field(default_factory=RowSampling)
+    key: int = 0  # the request's random stream (sampling.request_key of its seed)
     pending: list[torch.Tensor] = field(default_factory=list)  # frames [16] not decoded yet
     context: list[torch.Tensor] = field(default_factory=list)  # last decoded frames (decoder left context)
     num_emits: int = 0
@@ -122,6 +126,9 @@ class Qwen3Backend:
         self._suppress[vocab - 1024 :] = True
         self._suppress[self.eos] = False
         self.max_slots = max_slots or self.default_max_slots
+        # Code-0 ids each KV row drew so far (repetition penalty), [max_slots, vocab]; moves with its row.
+        self._seen = torch.zeros(self.max_slots, vocab, dtype=torch.bool, device=self.device)
+        self._predictor = CodePredictor(self.predictor, max_slots=self.max_slots, dtype=self.dtype, device=self.device)
         head_dim = int(getattr(tcfg, "head_dim", tcfg.hidden_size // tcfg.num_attention_heads))
         self.cache = SlotKVCache(
             num_layers=int(tcfg.num_hidden_layers),
@@ -134,9 +141,13 @@ class Qwen3Backend:
         )
         self._owner: list[Qwen3Slot | None] = [None] * self.max_slots  # rows 0..n-1 are in use, packed
         self._num_rows = 0
-        self.first_emit_frames = first_emit_frames or DEFAULT_FIRST_EMIT_FRAMES
-        self.emit_every_frames = emit_every_frames or DEFAULT_EMIT_EVERY_FRAMES
-        self.max_emit_frames = max(max_emit_frames or MAX_CHUNK_FACTOR * self.emit_every_frames, self.emit_every_frames)
+        schedule = ChunkSchedule.of(first_emit_frames, emit_every_frames, max_emit_frames)
+        self.first_emit_frames = schedule.first_emit_frames
+        self.emit_every_frames = schedule.emit_every_frames
+        self.max_emit_frames = schedule.max_emit_frames
+        self._chunks = ChunkDecoder(
+            self.model.speech_tokenizer.model.decoder, schedule, num_groups=self.num_groups, device=self.device
+        )
         self.keep_frames = keep_frames
         self._capture = PromptCapture(self.talker)
         self._speakers = sorted((getattr(tcfg, "spk_id", None) or {}).keys())
@@ -245,33 +256,42 @@ class Qwen3Backend:
             slots.append(slot)
         with torch.inference_mode():
             lengths = [prep.prompt.embeds.shape[0] for prep in prepared]
+            # Code 0 of each slot's frame 0: draw (key, frame 0, codebook 0).
+            zeros = [0] * len(slots)
+            last_positions = [n - 1 for n in lengths]
+            tensors = self._batch_tensors(slots, frame_counters(zeros, [0]), last_positions, code0_frames=zeros)
             longest = max(lengths)
             hidden_size = prepared[0].prompt.embeds.shape[1]
             x = torch.zeros(len(slots), longest, hidden_size, dtype=self.dtype, device=self.device)
             for i, prep in enumerate(prepared):
                 x[i, : lengths[i]] = prep.prompt.embeds.to(self.dtype)
             positions = torch.arange(longest, device=self.device).expand(len(slots), -1)
-            lens = torch.tensor(lengths, device=self.device)
+            last_index = tensors.positions  # [n] position of each prompt's last token
             causal = torch.ones(longest, longest, dtype=torch.bool, device=self.device).tril()
-            mask = (
-                causal[None, None] & (torch.arange(longest, device=self.device)[None, :] < lens[:, None])[:, None, None]
-            )
-            rows = torch.tensor([s.row for s in slots], device=self.device)
-            hidden = self._talker(x, rows, positions, mask, longest)
-            last = hidden[torch.arange(len(slots)), lens - 1]
-            code0 = self._sample_code0(self.talker.codec_head(last), slots)
-        for i, slot in enumerate(slots):
-            slot.length = lengths[i]
-            slot.past_hidden = last[i]
-            slot.code0 = int(code0[i])
-            slot.history.append(slot.code0)
+            valid = torch.arange(longest, device=self.device)[None, :] <= last_index[:, None]
+            mask = causal[None, None] & valid[:, None, None]
+            hidden = self._talker(x, tensors, positions, mask, longest)
+            last = hidden[torch.arange(len(slots), device=self.device), last_index]
+            self._seen[tensors.row_index] = False
+            code0 = self._sample_code0(self.talker.codec_head(last), slots, tensors, draw=0)
+        for slot, length, past, code in zip(slots, lengths, last, code0.tolist(), strict=True):
+            slot.length = length
+            slot.past_hidden = past
+            slot.code0 = code
         return list(slots)
 
     def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
         batch = [_as_qwen(s) for s in slots]
         with torch.inference_mode():
-            frames, hidden = self._advance(batch)
-            code0 = self._sample_code0(self.talker.codec_head(hidden), batch)
+            # This step's draws: code 0 of each slot's next frame, then codebooks 1..15 of its current frame.
+            current = [s.num_frames for s in batch]
+            following = [f + 1 for f in current]
+            counters = np.concatenate(
+                [frame_counters(following, [0]), frame_counters(current, range(1, self.num_groups))], axis=1
+            )
+            tensors = self._batch_tensors(batch, counters, [s.length for s in batch], code0_frames=following)
+            frames, hidden = self._advance(batch, tensors)
+            code0 = self._sample_code0(self.talker.codec_head(hidden), batch, tensors, draw=0).tolist()
         for i, slot in enumerate(batch):
             slot.length += 1
             slot.step += 1
@@ -280,11 +300,10 @@ class Qwen3Backend:
             slot.pending.append(frames[i])
             if self.keep_frames:
                 slot.frames.append(frames[i].cpu())
-            slot.code0 = int(code0[i])
-            slot.history.append(slot.code0)
+            slot.code0 = code0[i]
             over = slot.num_frames >= slot.frame_budget or slot.length + 1 >= self.cache.max_len
             slot.is_finished = slot.code0 == self.eos or over
-        audio = self._emit(batch)
+        audio = self._chunks.emit(batch, lambda: self._timed("codec"))
         return [StepOutput(audio[i], 1, slot.is_finished) for i, slot in enumerate(batch)]
 
     def estimate_cost(self, slot: SlotState) -> float:
@@ -293,7 +312,7 @@ class Qwen3Backend:
     def flush(self, slot: SlotState) -> np.ndarray:
         s = _as_qwen(slot)
         s.is_finished = True
-        return self._emit([s])[0]
+        return self._chunks.emit([s], lambda: self._timed("codec"))[0]
 
     def release(self, slot: SlotState) -> None:
         s = _as_qwen(slot)
@@ -303,6 +322,7 @@ class Qwen3Backend:
         moved = self._owner[last]
         if s.row != last and moved is not None:  # keep rows packed: the last row takes the freed one
             self.cache.move_row(last, s.row, moved.length)
+            self._seen[s.row] = self._seen[last]
             moved.row = s.row
             self._owner[s.row] = moved
         self._owner[last] = None
@@ -316,18 +336,15 @@ class Qwen3Backend:
 
     def _new_slot(self, inp: SpeechInput, prep: Qwen3Input) -> Qwen3Slot:
         p = inp.params
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(p.seed if p.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
-        sampling = RowSampling(p.temperature, p.top_k, p.top_p)
+        sampling = RowSampling(p.temperature, p.top_k, p.top_p, p.repetition_penalty)
         row = self._num_rows
         slot = Qwen3Slot(
             inp.request_id,
             row=row,
             trailing=prep.prompt.trailing.to(self.device, self.dtype),
             pad=prep.prompt.pad.to(self.device, self.dtype),
-            talker_sampling=sampling,
-            repetition_penalty=p.repetition_penalty,
-            generator=generator,
+            sampling=sampling,
+            key=request_key(p.seed if p.seed is not None else new_seed()),
             frame_budget=prep.frame_budget,
             context=list(prep.context) if prep.context is not None else [],
         )
@@ -348,108 +365,86 @@ class Qwen3Backend:
             torch.cuda.synchronize(self.device)
         self.forward_seconds[part] = self.forward_seconds.get(part, 0.0) + time.perf_counter() - t0
 
+    def _batch_tensors(
+        self, batch: Sequence[Qwen3Slot], counters: np.ndarray, positions: list[int], code0_frames: list[int]
+    ) -> _BatchTensors:
+        """Every per-slot input of a prefill or step on the device, in two copies made before any kernel is queued
+        (a copy from host memory waits for the device: one in the middle of a step would stall it). counters: the
+        draws (``sampling.frame_counters``); code0_frames: the frame whose code 0 this call draws, per slot."""
+        rows = [s.row for s in batch]
+        no_eos = [int(f < MIN_NEW_FRAMES) for f in code0_frames]
+        ints = torch.tensor([rows, [s.code0 for s in batch], positions, no_eos], dtype=torch.long).to(self.device)
+        keys = [s.key for s in batch]
+        return _BatchTensors(
+            row_index=ints[0],
+            is_packed=rows == list(range(len(rows))),
+            code0=ints[1],
+            positions=ints[2],
+            no_eos=ints[3].bool(),
+            sampling=BatchSampling.of([s.sampling for s in batch], keys, counters, self.device),
+        )
+
     def _talker(
-        self, x: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, read_len: int
+        self, x: torch.Tensor, tensors: _BatchTensors, positions: torch.Tensor, mask: torch.Tensor, read_len: int
     ) -> torch.Tensor:
         """The talker's layers over our cache: x [B, S, H] at per-slot positions [B, S]; returns normed [B, S, H]."""
         with self._timed("talker"):
-            return self._talker_layers(x, rows, positions, mask, read_len)
+            self.cache.bind(tensors.row_index, tensors.is_packed, positions, read_len)
+            model = self.talker.model
+            position_embeddings = model.rotary_emb(x, positions[None].expand(3, -1, -1))
+            h = x
+            for layer in model.layers:
+                out = layer(h, attention_mask=mask, past_key_values=self.cache, position_embeddings=position_embeddings)
+                h = out[0] if isinstance(out, tuple) else out
+            return model.norm(h)
 
-    def _talker_layers(
-        self, x: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, read_len: int
-    ) -> torch.Tensor:
-        self.cache.bind(rows, positions, read_len)
-        model = self.talker.model
-        position_embeddings = model.rotary_emb(x, positions[None].expand(3, -1, -1))
-        h = x
-        for layer in model.layers:
-            out = layer(h, attention_mask=mask, past_key_values=self.cache, position_embeddings=position_embeddings)
-            h = out[0] if isinstance(out, tuple) else out
-        return model.norm(h)
-
-    def _advance(self, batch: list[Qwen3Slot]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One frame for every slot: codebooks 1..15 (batched), then one talker token per slot."""
-        code0 = torch.tensor([s.code0 for s in batch], device=self.device)
+    def _advance(self, batch: list[Qwen3Slot], tensors: _BatchTensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame for every slot: codebooks 1..15 (batched; draws 1..15), then one talker token per slot."""
+        code0 = tensors.code0
         past = torch.stack([s.past_hidden for s in batch if s.past_hidden is not None])
         embed0 = self.talker.get_input_embeddings()(code0)  # [n, H]
+        sampling = tensors.sampling
         with self._timed("code_predictor"):
-            rest = self._predict_codebooks(torch.stack([past, embed0], dim=1), batch)  # [n, 15]
+            rest, embeds = self._predictor(
+                torch.stack([past, embed0], dim=1), lambda j, logits: sample(logits, sampling, draw=j + 1)
+            )  # [n, 15], [n, 15, H]
         frames = torch.cat([code0[:, None], rest], dim=1)  # [n, 16]
-        tables = self.predictor.get_input_embeddings()
-        summed = embed0 + sum(tables[i](rest[:, i]) for i in range(self.num_groups - 1))
+        # The library's sum over the 16 codebook embeddings, in its order, plus this step's text row.
+        summed = torch.cat([embed0[:, None], embeds], dim=1).sum(1)
         text = torch.stack([_text_row(s) for s in batch])
         x = (summed + text)[:, None, :]
-        lengths = torch.tensor([s.length for s in batch], device=self.device)
-        read_len = int(lengths.max()) + 1
-        mask = (torch.arange(read_len, device=self.device)[None, :] <= lengths[:, None])[:, None, None, :]
-        rows = torch.tensor([s.row for s in batch], device=self.device)
-        hidden = self._talker(x, rows, lengths[:, None], mask, read_len)[:, 0]
+        read_len = max(s.length for s in batch) + 1
+        position = tensors.positions  # = each slot's length: its new token goes there
+        mask = (torch.arange(read_len, device=self.device)[None, :] <= position[:, None])[:, None, None, :]
+        hidden = self._talker(x, tensors, position[:, None], mask, read_len)[:, 0]
         return frames, hidden
 
-    def _predict_codebooks(self, inputs: torch.Tensor, batch: list[Qwen3Slot]) -> torch.Tensor:
-        """The code predictor, as the library's inner generate but batched over slots: [n, 2, H] → [n, 15]."""
-        from transformers import DynamicCache
+    def _sample_code0(
+        self, logits: torch.Tensor, batch: Sequence[Qwen3Slot], tensors: _BatchTensors, draw: int
+    ) -> torch.Tensor:
+        """Code 0 of each slot's next frame: [n, vocab] logits → [n] ids (also marked as seen in its row)."""
+        n = len(batch)
+        logits = logits.float()
+        if any(s.sampling.repetition_penalty != 1.0 for s in batch):
+            seen = self._seen[:n] if tensors.is_packed else self._seen[tensors.row_index]
+            logits = repetition_penalty_(logits, seen, tensors.sampling.repetition_penalty)
+        logits = logits.masked_fill(self._suppress, float("-inf"))
+        logits[:, self.eos].masked_fill_(tensors.no_eos, float("-inf"))
+        code0 = sample(logits, tensors.sampling, draw)
+        self._seen[tensors.row_index, code0] = True
+        return code0
 
-        cache = DynamicCache()
-        sampling = [s.talker_sampling for s in batch]
-        generators = [s.generator for s in batch]
-        h = self.predictor.small_to_mtp_projection(inputs)
-        codes = []
-        for j in range(self.num_groups - 1):
-            out = self.predictor.model(inputs_embeds=h, past_key_values=cache, use_cache=True)
-            logits = self.predictor.lm_head[j](out.last_hidden_state[:, -1])
-            code = sample_rows(logits.float(), sampling, generators)
-            codes.append(code)
-            if j < self.num_groups - 2:
-                h = self.predictor.small_to_mtp_projection(self.predictor.get_input_embeddings()[j](code)[:, None, :])
-        return torch.stack(codes, dim=1)
 
-    def _sample_code0(self, logits: torch.Tensor, batch: list[Qwen3Slot]) -> torch.Tensor:
-        logits = logits.float().clone()
-        repetition_penalty_(logits, [s.history for s in batch], [s.repetition_penalty for s in batch])
-        logits[:, self._suppress] = float("-inf")
-        for i, s in enumerate(batch):
-            if len(s.history) < 2:  # the library's min_new_tokens=2: no EOS among the first two codes
-                logits[i, self.eos] = float("-inf")
-        return sample_rows(logits, [s.talker_sampling for s in batch], [s.generator for s in batch])
+@dataclass(frozen=True, slots=True)
+class _BatchTensors:
+    """A batch's per-slot inputs on the device (see ``Qwen3Backend._batch_tensors``)."""
 
-    def _chunk_frames(self, slot: Qwen3Slot) -> int:
-        """Frames in the slot's next chunk: short first, then emit_every_frames, doubling up to max_emit_frames
-        (each chunk re-decodes DECODE_CONTEXT_FRAMES of context: longer chunks once the client has a buffer waste
-        less codec work)."""
-        if slot.num_emits == 0:
-            return self.first_emit_frames
-        return min(self.emit_every_frames << (slot.num_emits - 1), self.max_emit_frames)
-
-    def _emit(self, batch: list[Qwen3Slot]) -> list[np.ndarray]:
-        """Decode the pending frames of every slot whose chunk is due (or that finished), in ONE codec call.
-
-        Each slot's codes are its last decoded frames (left context) then its new ones; shorter rows are padded
-        on the right, which a causal decoder never looks at, so a slot's audio does not depend on its batch.
-        """
-        audio = [np.zeros(0, dtype=np.float32) for _ in batch]
-        due = [
-            i for i, s in enumerate(batch) if s.pending and (s.is_finished or len(s.pending) >= self._chunk_frames(s))
-        ]
-        if not due:
-            return audio
-        contexts = [batch[i].context[-DECODE_CONTEXT_FRAMES:] for i in due]
-        rows = [torch.stack(ctx + batch[i].pending) for i, ctx in zip(due, contexts, strict=True)]  # [T_i, 16]
-        longest = max(r.shape[0] for r in rows)
-        codes = torch.zeros(len(rows), self.num_groups, longest, dtype=torch.long, device=self.device)
-        for j, r in enumerate(rows):
-            codes[j, :, : r.shape[0]] = r.T.long()
-        with torch.inference_mode(), self._timed("codec"):
-            wav = self.model.speech_tokenizer.model.decoder(codes)  # [k, 1, longest * 1920]
-        wav = wav.reshape(len(rows), -1).float().clamp(-1, 1).cpu().numpy()
-        for j, i in enumerate(due):
-            slot, ctx = batch[i], contexts[j]
-            start, end = len(ctx) * SAMPLES_PER_FRAME, rows[j].shape[0] * SAMPLES_PER_FRAME
-            audio[i] = np.asarray(wav[j, start:end], dtype=np.float32)
-            slot.context = (ctx + slot.pending)[-DECODE_CONTEXT_FRAMES:]
-            slot.pending = []
-            slot.num_emits += 1
-        return audio
+    row_index: torch.Tensor  # [n] KV row of each slot
+    is_packed: bool  # rows are exactly 0..n-1: the caches are read as views
+    code0: torch.Tensor  # [n] code 0 of each slot's current frame
+    positions: torch.Tensor  # [n] position of the token whose output is used: the prompt's last, or the new one
+    no_eos: torch.Tensor  # [n] bool: the code 0 drawn now may not be EOS (the library's min_new_tokens)
+    sampling: BatchSampling
 
 
 def _text_row(slot: Qwen3Slot) -> torch.Tensor:

@@ -41,13 +41,13 @@ class SlotKVCache:
         self._positions: torch.Tensor | None = None
         self._read_len = 0
 
-    def bind(self, rows: torch.Tensor, positions: torch.Tensor, read_len: int) -> None:
-        """rows: [B] row of each batch entry; positions: [B, S] cache position of each new token."""
-        if read_len > self.max_len or int(positions.max()) >= self.max_len:
+    def bind(self, rows: torch.Tensor, is_packed: bool, positions: torch.Tensor, read_len: int) -> None:
+        """rows: [B] row of each batch entry (is_packed: exactly 0..B-1); positions: [B, S] cache position of each
+        new token, all < read_len (the caller knows both from ints: no device sync here)."""
+        if read_len > self.max_len:
             raise ValueError(f"KV cache is full ({self.max_len} positions per slot)")
         self._rows = rows
-        n = rows.numel()
-        self._packed = n if bool((rows == torch.arange(n, device=rows.device)).all()) else 0
+        self._packed = rows.numel() if is_packed else 0
         self._positions = positions
         self._read_len = read_len
 

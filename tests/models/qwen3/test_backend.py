@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,8 @@ import torch
 
 from chorus.engine.request import RequestStatus
 from chorus.models.base import SpeechInput, SynthesisParams
-from chorus.models.qwen3.backend import SAMPLES_PER_FRAME, Qwen3Backend, Qwen3Slot
+from chorus.models.qwen3.backend import Qwen3Backend, Qwen3Slot
+from chorus.models.qwen3.chunks import SAMPLES_PER_FRAME
 from tests.engine.helpers import Collector, make_engine, run_until_idle
 
 GREEDY = SynthesisParams(temperature=0.0, language="english")
@@ -172,9 +174,14 @@ def test_abort_frees_the_row_and_rows_stay_packed(custom_voice: Qwen3Backend) ->
 
 
 def test_clone_prompt_features_are_computed_once_per_voice(base: Qwen3Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
+    calls: list[int] = []
     original = base.tts.create_voice_clone_prompt
-    monkeypatch.setattr(base.tts, "create_voice_clone_prompt", lambda *a, **k: calls.append(1) or original(*a, **k))
+
+    def counted(*a: Any, **k: Any) -> Any:
+        calls.append(1)
+        return original(*a, **k)
+
+    monkeypatch.setattr(base.tts, "create_voice_clone_prompt", counted)
     for i in range(3):
         base.preprocess(SpeechInput(f"r{i}", TEXT, "narrator", GREEDY))
     assert calls == []
@@ -200,3 +207,53 @@ def test_eos_stops_a_request_and_flushes_its_audio(tmp_path: Any) -> None:
     assert sink.status == RequestStatus.FINISHED_STOPPED
     # The library allows EOS from the third sampled code on: two frames, both emitted (none left undecoded).
     assert sink.audio().size == 2 * SAMPLES_PER_FRAME
+
+
+SEEDED = SynthesisParams(temperature=0.9, top_k=20, top_p=0.9, seed=7, language="english")
+
+
+@pytest.mark.parametrize("params", [GREEDY, SEEDED], ids=["greedy", "seeded"])
+def test_audio_is_identical_when_its_kv_row_moves(custom_voice: Qwen3Backend, params: SynthesisParams) -> None:
+    """A request below it finishes: the compared request's KV row (and repetition-penalty row) moves to the freed
+    row mid-generation, and its audio still equals the alone run."""
+    params = dataclasses.replace(params, repetition_penalty=1.5)  # strong enough that a lost history shows
+    alone = run_alone(custom_voice, TEXT, "ryan", params)
+    engine = make_engine(custom_voice, max_slots=custom_voice.max_slots, max_frames=24)
+    neighbours = SynthesisParams(temperature=0.9, seed=99, language="english")
+    submit_voice(engine, "The one below.", "below", "vivian", neighbours)  # row 0: reaches the cap first
+    for _ in range(8):  # the move comes at main's frame 16: before the codes it would repeat, after their first draw
+        engine.step()
+    req, main = submit_voice(engine, TEXT, "main", "ryan", params)
+    rows = []
+    while engine.has_work():
+        engine.step()
+        if isinstance(req.slot, Qwen3Slot) and req.slot.row >= 0:
+            rows.append(req.slot.row)
+    assert rows[0] == 1 and rows[-1] == 0  # it did move
+    assert main.status == alone.status == RequestStatus.FINISHED_STOPPED
+    np.testing.assert_array_equal(main.audio(), alone.audio())
+
+
+def test_unseeded_requests_draw_their_own_random_streams(custom_voice: Qwen3Backend) -> None:
+    unseeded = SynthesisParams(temperature=0.9, language="english")
+    a = frames_of(custom_voice, TEXT, "ryan", unseeded, steps=6)
+    b = frames_of(custom_voice, TEXT, "ryan", unseeded, steps=6)
+    assert not torch.equal(a, b)
+    assert torch.equal(
+        frames_of(custom_voice, TEXT, "ryan", SEEDED, steps=6), frames_of(custom_voice, TEXT, "ryan", SEEDED, steps=6)
+    )
+
+
+@pytest.mark.parametrize("cap", [6, 12])
+def test_max_emit_frames_caps_the_chunk_growth(custom_voice_dir: Any, cap: int) -> None:
+    backend = Qwen3Backend(
+        custom_voice_dir, dtype=torch.float64, max_slots=2, max_len=1024, first_emit_frames=2, max_emit_frames=cap
+    )
+    engine = make_engine(backend, max_slots=2, max_frames=40)
+    _, sink = submit_voice(engine, TEXT, "main", "ryan", GREEDY)
+    run_until_idle(engine)
+    sizes = [o.audio.size // SAMPLES_PER_FRAME for o in sink.outputs if o.audio.size]
+    assert sizes[:2] == [2, backend.emit_every_frames]
+    assert max(sizes) == cap  # the default cap (4 x 6 = 24) would let the chunks grow to 20 here
+    assert sizes[1:-1] == sorted(sizes[1:-1])  # growing up to the cap, never shrinking but for the last
+    assert sum(sizes) == 40
