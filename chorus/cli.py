@@ -1,4 +1,4 @@
-"""``chorus serve | say | voices | bench | bench-qwen3 | bench-voices``."""
+"""``chorus serve | say | voices | bench | bench-qwen3 | bench-quality | bench-voices``."""
 
 from __future__ import annotations
 
@@ -118,6 +118,12 @@ def cmd_bench_qwen3(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bench_quality(args: argparse.Namespace) -> int:
+    from chorus.bench.quality_piper import run
+
+    return run(args)
+
+
 def cmd_bench_voices(args: argparse.Namespace) -> int:
     from chorus.bench.voice_quality import main as run_voice_bench
 
@@ -162,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     qwen3 = sub.add_parser("bench-qwen3", help="Qwen3-TTS engine vs the library's generate() (needs the qwen extra)")
     add_qwen3_arguments(qwen3)
     qwen3.set_defaults(func=cmd_bench_qwen3)
+
+    from chorus.bench.quality_piper import add_arguments as add_quality_arguments
+
+    quality = sub.add_parser(
+        "bench-quality", help="a lossy Piper option (int8, fewer context frames) through the audio-quality gate"
+    )
+    add_quality_arguments(quality)
+    quality.set_defaults(func=cmd_bench_quality)
 
     # Listed here for `chorus --help`; main() hands it the rest of the line (`chorus bench-voices --help`).
     voice_bench = sub.add_parser(

@@ -36,7 +36,6 @@ from chorus.models.base import (
 from chorus.models.piper_graph import PiperGraph
 from chorus.models.piper_noise import SegmentNoise, random_seed
 from chorus.models.piper_plan import (
-    DECODER_CONTEXT_FRAMES,
     CostModel,
     Position,
     WindowSchedule,
@@ -204,7 +203,9 @@ class PiperBackend:
         s = _as_piper(slot)
         if s.is_finished:
             return 0.0
-        windows = plan_windows(self._position(s), self.windows, self.costs, self.frame_seconds, limit=1)
+        windows = plan_windows(
+            self._position(s), self.windows, self.costs, self.frame_seconds, self.graph.context_frames, limit=1
+        )
         return windows[0].cost_s if windows else 0.0
 
     # -- planning (WorkPlanner: admission control and queue ETAs) -----------------------------------------
@@ -213,7 +214,7 @@ class PiperBackend:
         s = _as_piper(slot)
         if s.is_finished:
             return ()
-        return plan_windows(self._position(s), self.windows, self.costs, self.frame_seconds)
+        return plan_windows(self._position(s), self.windows, self.costs, self.frame_seconds, self.graph.context_frames)
 
     def plan_input(self, inp: SpeechInput, prepared: Any) -> tuple[Window, ...]:
         if not isinstance(prepared, PiperInput):
@@ -226,7 +227,7 @@ class PiperBackend:
             self._defaults[1] / inp.params.speed,
             inp.voice_id in self._clones,
         )
-        return plan_windows(pos, self.windows, self.costs, self.frame_seconds)
+        return plan_windows(pos, self.windows, self.costs, self.frame_seconds, self.graph.context_frames)
 
     def _position(self, s: PiperSlot) -> Position:
         ids = [len(segment) for segment in s.inp.phoneme_ids[s.segment_index :]]
@@ -336,7 +337,8 @@ class PiperBackend:
         total = latent.shape[2]
         start = s.cursor
         end = window_end(total, start, self.windows.size(s.num_windows))  # windows depend on the slot alone
-        lo, hi = max(0, start - DECODER_CONTEXT_FRAMES), min(total, end + DECODER_CONTEXT_FRAMES)
+        context = self.graph.context_frames  # the decoder's receptive field: sample-exact joins
+        lo, hi = max(0, start - context), min(total, end + context)
         t0 = time.thread_time()
         audio = self.graph.decode(latent[:, :, lo:hi], None)
         self.costs.observe(ids=ids, enc_s=enc_s, frames=hi - lo, dec_s=time.thread_time() - t0)

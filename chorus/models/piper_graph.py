@@ -1,10 +1,11 @@
 """A Piper (VITS) ONNX voice split in two: an encoder and a windowed decoder.
 
 Piper's graph is text encoder → duration predictor → flow → HiFi-GAN decoder. The decoder is a stack of
-convolutions over latent frames (256 samples each), so a window of frames decoded with ~16 frames of
-context on each side gives the same samples as decoding the whole sentence (measured: max difference
-5e-7 at 16 frames). Splitting the graph turns one sentence-sized lump of work into a cheap encoder call
-plus decoder windows that stream and interleave with other requests.
+convolutions over latent frames (256 samples each), so a window of frames decoded with as many frames of
+context on each side as the decoder's receptive field (``context_frames``: 12 for the bundled voice, whose
+field is 11.08 frames) gives the same samples as decoding the whole sentence (max difference 2e-6).
+Splitting the graph turns one sentence-sized lump of work into a cheap encoder call plus decoder windows that
+stream and interleave with other requests.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import onnxruntime as ort
 from onnx.utils import Extractor
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
+from chorus.models.piper_layout import context_frames, decoder_as_2d, receptive_field_frames
 from chorus.models.piper_noise import (
     DURATION_NOISE,
     FRAMES_PER_ID_GUESS,
@@ -40,14 +42,16 @@ _QUIET = ort.RunOptions()
 _QUIET.log_severity_level = 4
 
 
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+def _session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
     # One intra-op thread per run: parallelism comes from running slots on several threads at once,
-    # which beat one run with two threads on 2 cores (see the note on issue #3).
+    # which beat one run with two threads on 2 cores (see the note on issue #3). Other session options
+    # (optimisation levels, arena, memory pattern, denormals, spinning) measured no different (issue #9).
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 @dataclass
@@ -60,6 +64,9 @@ class PiperGraph:
     latent_name: str
     has_speaker_input: bool
     latent_channels: int
+    # Latent frames of context a decoder window needs on each side to equal the whole-segment decode (from the
+    # decoder's receptive field, piper_layout.receptive_field_frames: 12 for the bundled voice).
+    context_frames: int = 16
 
     @property
     def sample_rate(self) -> int:
@@ -70,7 +77,19 @@ class PiperGraph:
         return int(self.config.get("hop_length", 256))
 
     @classmethod
-    def load(cls, model_path: Path, config_path: Path | None = None, *, quantization: str = "none") -> PiperGraph:
+    def load(
+        cls,
+        model_path: Path,
+        config_path: Path | None = None,
+        *,
+        quantization: str = "none",
+        cache_dir: Path | None = None,
+    ) -> PiperGraph:
+        """``quantization``: "none", or "int8" for an int8 decoder (chorus.models.piper_quant; it failed the
+        quality gate on the bundled voice), quantised at load or taken from ``cache_dir`` (default
+        ``$XDG_CACHE_HOME/chorus``)."""
+        if quantization not in ("none", "int8"):
+            raise ValueError(f"model.quantization {quantization!r}: Piper voices take none or int8")
         config_path = config_path or Path(f"{model_path}.json")
         config = json.loads(Path(config_path).read_text(encoding="utf-8"))
         model = onnx.load(str(model_path))
@@ -83,10 +102,20 @@ class PiperGraph:
         encoder = expose_noise(extractor.extract_model(inputs, [latent, durations]))
         decoder_inputs = [latent, "sid"] if has_sid else [latent]
         decoder = extractor.extract_model(decoder_inputs, [model.graph.output[0].name])
-        if quantization != "none":
-            raise ValueError(f"model.quantization {quantization!r} is not available for Piper voices yet")
+        context = context_frames(receptive_field_frames(decoder))
+        # Same arithmetic on ORT's faster 2-D convolution path (piper_layout).
+        decoder = decoder_as_2d(decoder)
         channels = next(init.dims[1] for init in model.graph.initializer if init.name == _DECODER_ENTRY)
-        return cls(config, _session(encoder), _session(decoder), latent, has_sid, int(channels))
+        graph = cls(config, _session(encoder), _session(decoder), latent, has_sid, int(channels), context)
+        if quantization == "int8":
+            from chorus.models.piper_quant import int8_decoder
+
+            log.warning(
+                "model.quantization int8 failed chorus's audio-quality gate on the bundled Piper voice (mean MCD "
+                "3.6 dB, WER +9 points; README); check a voice with `chorus bench-quality` before serving it"
+            )
+            graph.decoder = _session(int8_decoder(graph, decoder, Path(model_path), cache_dir))
+        return graph
 
     def encode(
         self,

@@ -1,7 +1,8 @@
 """A Piper request's decoder windows, planned: the one schedule the step follows and admission control prices.
 
 A segment's latent is decoded in windows: ``first`` frames for a request's first window, then ``every``, doubling
-up to ``largest`` (a window pays 2 x context frames, so longer ones waste less once a stream is ahead). A crumb
+up to ``largest`` (a window pays 2 x context frames, so longer ones waste less once a stream is ahead). The
+context is the decoder's receptive field (``PiperGraph.context_frames``), so windows join sample-exactly. A crumb
 shorter than half a window is never left at a segment's end. A segment not encoded yet has an estimated length
 (phoneme ids x learned frames per id x length scale); its first window also pays the encoder.
 """
@@ -13,9 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chorus.models.base import Window
-
-# Latent frames decoded on each side of a window as context (16 = sample-exact seams, see piper_graph).
-DECODER_CONTEXT_FRAMES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +78,15 @@ class Position:
 
 
 def plan_windows(
-    pos: Position, schedule: WindowSchedule, costs: CostModel, frame_seconds: float, limit: int | None = None
+    pos: Position,
+    schedule: WindowSchedule,
+    costs: CostModel,
+    frame_seconds: float,
+    context: int,
+    limit: int | None = None,
 ) -> tuple[Window, ...]:
-    """The remaining windows of the request at ``pos``, in order (at most ``limit`` of them)."""
+    """The remaining windows of the request at ``pos``, in order (at most ``limit`` of them), each decoded with
+    ``context`` frames on either side."""
     windows: list[Window] = []
     num_windows = pos.num_windows
     cursor = pos.cursor
@@ -97,7 +101,7 @@ def plan_windows(
             if limit is not None and len(windows) >= limit:
                 return tuple(windows)
             end = window_end(total, cursor, schedule.size(num_windows))
-            lo, hi = max(0, cursor - DECODER_CONTEXT_FRAMES), min(total, end + DECODER_CONTEXT_FRAMES)
+            lo, hi = max(0, cursor - context), min(total, end + context)
             cost = (hi - lo) * costs.per_frame
             if not encoded:
                 cost += ids * costs.per_id
