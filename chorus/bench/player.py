@@ -15,6 +15,8 @@ STALL_TOLERANCE_S = 0.001
 class Playback:
     underruns: int
     stall_s: float
+    # Where the first stall happened: seconds of audio played before it (None without one).
+    first_stall_at_s: float | None = None
 
 
 def simulate(arrivals: list[tuple[float, float]], tolerance_s: float = STALL_TOLERANCE_S) -> Playback:
@@ -29,6 +31,7 @@ def simulate(arrivals: list[tuple[float, float]], tolerance_s: float = STALL_TOL
     played = 0.0
     underruns = 0
     stall = 0.0
+    first: float | None = None
     for at, total in arrivals[1:]:
         elapsed = at - clock
         left = buffered - played
@@ -36,8 +39,9 @@ def simulate(arrivals: list[tuple[float, float]], tolerance_s: float = STALL_TOL
             underruns += 1
             stall += elapsed - left
             played = buffered
+            first = buffered if first is None else first
         else:
             played += min(elapsed, left)
         buffered = total
         clock = at
-    return Playback(underruns, stall)
+    return Playback(underruns, stall, first)

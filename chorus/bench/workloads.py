@@ -121,6 +121,7 @@ def summarize(
                 "chunks": len(r.arrivals),
                 "underruns": play.underruns,
                 "stall_s": round(play.stall_s, 4),
+                "first_stall_at_s": play.first_stall_at_s,
             }
         )
     errors = [r.error for r in results if r.error is not None and r.status != 429]

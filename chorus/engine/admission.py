@@ -1,17 +1,18 @@
 """Admission control for compute-bound (CPU) backends: admit a newcomer only if no stream will run dry.
 
-A stream is a chain of future steps (windows), each yielding some seconds of audio for some seconds of compute
-(the backend's plan). A running stream's next window is due when its client runs out of audio; each later one is
-due when the audio of the windows before it runs out. A newcomer's first window is due ``first_audio_s`` from
-now, and its later windows as if it started playing then.
+A stream is a chain of future steps (windows), each yielding some seconds of audio for some CPU seconds of
+compute (the backend's plan). A running stream's next window is due when its client runs out of audio; each later
+one is due when the audio of the windows before it runs out. A newcomer's first window is due ``first_audio_s``
+from now, and its later windows as if it started playing then.
 
 The test is EDF's processor-demand bound: taking every window of every stream (running ones plus the candidates)
-by deadline, the compute due by each deadline must fit in what ``capacity`` workers do by then; and each stream
-alone must fit on one worker (its windows run one after another). Costs are estimated CPU seconds, turned into a
-worker's wall seconds by a factor learned from recent steps (``LoadModel``): the margin by which estimates fall
-short, divided by the share of a core a worker really gets. So a machine shared with other work (or a server
-busy with its own I/O) admits fewer streams, with no setting to change. A stream already
-behind its deadline fails the test, so nobody is admitted while someone is late.
+by deadline, the CPU due by each deadline must fit in what the machine gives the workers by then; and each stream
+alone must keep up on one worker (its windows run one after another). What the test plans with is learned from
+what happens (``Budget``): how far the backend's CPU estimates fall short (margin), how much CPU serving a second
+of audio costs outside the model (HTTP, resampling, encoding), how many cores the machine leaves to the workers
+(other processes take their share), and how much of a core one worker gets (its windows' wall time). So a
+machine shared with other work admits fewer streams, with no setting to change. A stream already behind its
+deadline fails the test, so nobody is admitted while someone is late.
 
 The same model predicts waits: simulated forward (work done at full capacity, in deadline order), the time at
 which each waiting request would pass the test gives its ETA, so a caller whose wait would exceed its limit is
@@ -27,8 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chorus.engine.cpuload import CpuLoad
 from chorus.engine.request import Request
 from chorus.models.base import Window, WorkPlanner
+
+Job = tuple[float, float, float]  # (deadline, CPU it takes from the machine, wall time on one worker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,64 +43,76 @@ class StreamPlan:
     windows: tuple[Window, ...]
     next_due: float | None = None
 
-    @property
-    def cost_s(self) -> float:
-        return sum(w.cost_s for w in self.windows)
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What admission plans with, as last learned."""
+
+    capacity: float  # CPU seconds per second the workers may use (cores left to them x max_load)
+    margin: float = 1.0  # estimated CPU x margin = CPU a window really takes
+    speed: float = 1.0  # share of a core one worker gets: a window's wall time = its CPU / speed
+    overhead: float = 0.0  # CPU seconds spent outside the model per second of audio served
+
+    def demand(self, window: Window) -> float:
+        return self.margin * window.cost_s + self.overhead * window.audio_s
+
+    def wall(self, window: Window) -> float:
+        return self.margin * window.cost_s / self.speed
 
 
 @dataclass(frozen=True, slots=True)
 class AdmissionConfig:
-    capacity: float  # workers the streams may plan on (workers x max_load), each at the measured speed
+    workers: int = 1  # the backend's parallel workers: they can use at most this many cores
+    max_load: float = 1.0  # the share of the cores left to the workers that streams may plan on
     first_audio_s: float = 0.25  # a newcomer's first window is due this long after its admission
-    # Costs are CPU seconds. margin: a high quantile of recent (actual / estimated) CPU per step;
-    # speed: the median share of a core a worker got while it ran a step (CPU / wall), over recent steps.
+    # margin: a high quantile of recent (actual / estimated) CPU per step; speed: the median share of a core
+    # a worker got while it ran a step (CPU / wall), over recent steps.
     margin_quantile: float = 0.9
     min_margin: float = 1.0
     max_margin: float = 4.0
     min_speed: float = 0.05
 
 
-def _jobs(plan: StreamPlan, start: float, first_audio_s: float, factor: float) -> list[tuple[float, float]]:
-    """(deadline, cost) of each window of ``plan`` if it is admitted (or running) at ``start``.
+def jobs_of(plan: StreamPlan, start: float, first_audio_s: float, budget: Budget) -> list[Job]:
+    """The windows of ``plan`` as jobs, if it is admitted (or running) at ``start``.
 
     A newcomer's first window is due ``first_audio_s`` after ``start``, or as soon as it can be done alone when
     that is longer (a first window cannot be late for a listener who has heard nothing yet); it plays from then.
     """
-    jobs: list[tuple[float, float]] = []
+    jobs: list[Job] = []
     if not plan.windows:
         return jobs
-    first = max(first_audio_s, factor * plan.windows[0].cost_s)
+    first = max(first_audio_s, budget.wall(plan.windows[0]))
     due = start + first if plan.next_due is None else plan.next_due
     for window in plan.windows:
-        jobs.append((due, window.cost_s))
+        jobs.append((due, budget.demand(window), budget.wall(window)))
         due += window.audio_s
     return jobs
 
 
-def fits(streams: Sequence[list[tuple[float, float]]], now: float, capacity: float, factor: float = 1.0) -> bool:
-    """The demand bound: for every deadline d, factor x (cost due by d + blocking) <= capacity x (d - now); and
-    each stream's own chain fits on one worker. Blocking is the longest next window of a stream due after d: a
-    worker may have started it first and cannot put it down. Jobs are (deadline, cost) lists, one per stream;
-    ``factor`` turns a cost into a worker's wall seconds."""
+def fits(streams: Sequence[list[Job]], now: float, capacity: float) -> bool:
+    """The demand bound: for every deadline d, the CPU due by d plus blocking <= capacity x (d - now); and each
+    stream's own chain keeps up on one worker (its windows' wall times). Blocking is the longest next window of a
+    stream due after d: a worker may have started it first and cannot put it down."""
     if capacity <= 0:
         return False
     for jobs in streams:
         done = 0.0
-        for due, cost in jobs:
-            done += factor * cost
+        for due, _, wall in jobs:
+            done += wall
             if done > due - now + 1e-9:
                 return False
     merged = sorted(job for jobs in streams for job in jobs)
     if not merged:
         return True
-    deadlines = np.fromiter((d for d, _ in merged), dtype=np.float64, count=len(merged))
-    costs = np.fromiter((c for _, c in merged), dtype=np.float64, count=len(merged))
-    heads = sorted(jobs[0] for jobs in streams if jobs)  # the windows a worker could be running now
+    deadlines = np.fromiter((job[0] for job in merged), dtype=np.float64, count=len(merged))
+    demands = np.fromiter((job[1] for job in merged), dtype=np.float64, count=len(merged))
+    heads = sorted(jobs[0][:2] for jobs in streams if jobs)  # the windows a worker could be running now
     head_due = np.fromiter((d for d, _ in heads), dtype=np.float64, count=len(heads))
-    head_cost = np.fromiter((c for _, c in heads), dtype=np.float64, count=len(heads))
-    longest_after = np.append(np.maximum.accumulate(head_cost[::-1])[::-1], 0.0)  # [i]: max cost of heads[i:]
+    head_demand = np.fromiter((c for _, c in heads), dtype=np.float64, count=len(heads))
+    longest_after = np.append(np.maximum.accumulate(head_demand[::-1])[::-1], 0.0)  # [i]: max of heads[i:]
     blocking = longest_after[np.searchsorted(head_due, deadlines, side="right")]
-    return bool(np.all(factor * (np.cumsum(costs) + blocking) <= capacity * (deadlines - now) + 1e-9))
+    return bool(np.all(np.cumsum(demands) + blocking <= capacity * (deadlines - now) + 1e-9))
 
 
 class LoadModel:
@@ -134,71 +150,59 @@ class AdmissionController:
 
     def __init__(self, config: AdmissionConfig) -> None:
         self.config = config
-        self.load = LoadModel(config)
 
-    def admissible(self, running: Sequence[StreamPlan], candidates: Sequence[StreamPlan], now: float) -> int:
+    def admissible(
+        self, running: Sequence[StreamPlan], candidates: Sequence[StreamPlan], now: float, budget: Budget
+    ) -> int:
         """How many of ``candidates`` (in order) can start now: the longest prefix that keeps the bound."""
-        cfg = self.config
-        factor = self.load.wall_factor()
-        streams = [_jobs(p, now, cfg.first_audio_s, factor) for p in running]
-        if not fits(streams, now, cfg.capacity, factor):
-            return 0
-        admitted = 0
-        for plan in candidates:
-            trial = [*streams, _jobs(plan, now, cfg.first_audio_s, factor)]
-            if not fits(trial, now, cfg.capacity, factor):
-                break
-            streams = trial
-            admitted += 1
-        return admitted
+        streams = [jobs_of(p, now, self.config.first_audio_s, budget) for p in running]
+        return self._admit(streams, candidates, now, budget)
 
     def predict_starts(
-        self, running: Sequence[StreamPlan], waiting: Sequence[StreamPlan], now: float, horizon_s: float
+        self,
+        running: Sequence[StreamPlan],
+        waiting: Sequence[StreamPlan],
+        now: float,
+        budget: Budget,
+        horizon_s: float,
     ) -> list[float | None]:
         """Seconds from now until each waiting request (in admission order) would start, or None past horizon_s.
 
-        A fluid simulation of the engine: the workers do the pending windows at full capacity in deadline order
-        (at their learned wall cost); whenever a window finishes, waiting requests are admitted while the bound
-        holds, their windows joining the work from then on.
+        A fluid simulation of the engine: the workers do the pending windows at full capacity in deadline order;
+        whenever a window finishes, waiting requests are admitted while the bound holds (the same test as
+        ``admissible``), their windows joining the work from then on.
         """
-        cfg = self.config
-        factor = self.load.wall_factor()
+        first_audio_s = self.config.first_audio_s
         starts: list[float | None] = [None] * len(waiting)
-        # Pending work as mutable [deadline, cost, stream] entries; a stream's windows keep their order.
-        streams = [_jobs(p, now, cfg.first_audio_s, factor) for p in running]
+        streams = [jobs_of(p, now, first_audio_s, budget) for p in running]
         t = now
-        next_waiting = 0
-        while next_waiting < len(waiting) and t - now <= horizon_s:
-            n = self._admit_in_simulation(streams, waiting[next_waiting:], t, factor)
-            for k in range(n):
-                starts[next_waiting + k] = t - now
-                streams.append(_jobs(waiting[next_waiting + k], t, cfg.first_audio_s, factor))
-            next_waiting += n
-            if next_waiting >= len(waiting):
+        done = 0
+        while done < len(waiting) and t - now <= horizon_s:
+            n = self._admit(streams, waiting[done:], t, budget)
+            for plan in waiting[done : done + n]:
+                starts[done] = t - now
+                streams.append(jobs_of(plan, t, first_audio_s, budget))
+                done += 1
+            if done >= len(waiting):
                 break
-            # Run the most urgent pending window to completion (fluid: at full capacity).
             heads = [(jobs[0][0], i) for i, jobs in enumerate(streams) if jobs]
             if not heads:
-                t += max(cfg.first_audio_s, 1e-3)  # nothing left to do but something still does not fit
+                t += max(first_audio_s, 1e-3)  # nothing left to do but something still does not fit
                 continue
-            _, i = min(heads)
-            _, cost = streams[i].pop(0)
-            t += factor * cost / cfg.capacity
+            _, i = min(heads)  # the most urgent window runs to completion, at full capacity (fluid)
+            _, demand, _ = streams[i].pop(0)
+            t += demand / budget.capacity
         return starts
 
-    def _admit_in_simulation(
-        self, streams: list[list[tuple[float, float]]], queue: Sequence[StreamPlan], t: float, factor: float
-    ) -> int:
-        cfg = self.config
-        ahead = list(streams)  # the same test as admissible(): a window late in the simulation blocks it too
-        if not fits(ahead, t, cfg.capacity, factor):
+    def _admit(self, streams: list[list[Job]], candidates: Sequence[StreamPlan], now: float, budget: Budget) -> int:
+        if not fits(streams, now, budget.capacity):
             return 0
         admitted = 0
-        for plan in queue:
-            trial = [*ahead, _jobs(plan, t, cfg.first_audio_s, factor)]
-            if not fits(trial, t, cfg.capacity, factor):
+        for plan in candidates:
+            trial = [*streams, jobs_of(plan, now, self.config.first_audio_s, budget)]
+            if not fits(trial, now, budget.capacity):
                 break
-            ahead = trial
+            streams = trial
             admitted += 1
         return admitted
 
@@ -206,21 +210,38 @@ class AdmissionController:
 class PlannedAdmission:
     """The engine's side of admission control: requests → plans → decisions and predicted first-audio times."""
 
-    def __init__(self, planner: WorkPlanner, controller: AdmissionController, sample_rate: int) -> None:
+    def __init__(self, planner: WorkPlanner, config: AdmissionConfig, sample_rate: int, cores: int) -> None:
         self.planner = planner
-        self.controller = controller
+        self.config = config
+        self.controller = AdmissionController(config)
+        self.load = LoadModel(config)
+        self.cpu = CpuLoad(cores)
         self.sample_rate = sample_rate
 
+    def observe_step(self, estimated_cpu_s: float, cpu_s: float, wall_s: float | None, audio_s: float) -> None:
+        """A finished step (see LoadModel.observe); its audio counts towards the serving overhead's reading."""
+        self.load.observe(estimated_cpu_s, cpu_s, wall_s)
+        self.cpu.note_step(cpu_s, audio_s)
+
+    def budget(self) -> Budget:
+        """What to plan with now: the workers' share of the cores other processes leave, and what was learned."""
+        self.cpu.sample()
+        reading = self.cpu.reading()
+        capacity = self.config.max_load * min(reading.left, float(self.config.workers))
+        return Budget(capacity, self.load.margin, self.load.speed, reading.overhead)
+
     def describe(self) -> dict[str, float]:
-        load = self.controller.load
+        budget = self.budget()
+        reading = self.cpu.reading()
         return {
-            "capacity_workers": self.controller.config.capacity,
-            "margin": round(load.margin, 3),
-            "speed": round(load.speed, 3),
-            "wall_factor": round(load.wall_factor(), 3),
+            "capacity_cores": round(budget.capacity, 3),
+            "other_processes_cores": round(reading.others, 3),
+            "margin": round(budget.margin, 3),
+            "speed": round(budget.speed, 3),
+            "overhead_cpu_per_audio_s": round(budget.overhead, 4),
         }
 
-    def running_plan(self, req: Request, now: float) -> StreamPlan:
+    def running_plan(self, req: Request, now: float, budget: Budget) -> StreamPlan:
         if req.slot is None:
             return StreamPlan(())
         windows = self.planner.plan(req.slot)
@@ -228,25 +249,25 @@ class PlannedAdmission:
             return StreamPlan(windows, req.deadline(self.sample_rate))
         # Admitted, no audio yet: due when its target says, or as soon as its first window can be done from now.
         admitted = req.admitted_time if req.admitted_time is not None else now
-        soonest = now + self.controller.load.wall_factor() * (windows[0].cost_s if windows else 0.0)
+        soonest = now + (budget.wall(windows[0]) if windows else 0.0)
         return StreamPlan(windows, max(admitted + self.controller.config.first_audio_s, soonest))
 
     def waiting_plan(self, req: Request) -> StreamPlan:
         return StreamPlan(self.planner.plan_input(req.input, req.prepared))
 
-    def admissible(self, running: Sequence[Request], waiting: Sequence[Request], now: float) -> int:
-        plans = [self.running_plan(r, now) for r in running]
-        return self.controller.admissible(plans, [self.waiting_plan(r) for r in waiting], now)
+    def admissible(self, running: Sequence[Request], waiting: Sequence[Request], now: float, budget: Budget) -> int:
+        plans = [self.running_plan(r, now, budget) for r in running]
+        return self.controller.admissible(plans, [self.waiting_plan(r) for r in waiting], now, budget)
 
     def predict_first_audio(
-        self, running: Sequence[Request], waiting: Sequence[Request], now: float, horizon_s: float
+        self, running: Sequence[Request], waiting: Sequence[Request], now: float, budget: Budget, horizon_s: float
     ) -> list[float | None]:
         """Seconds from now until each waiting request's first audio (its start plus its first window), or None
         when it would not start within ``horizon_s``."""
         plans = [self.waiting_plan(r) for r in waiting]
-        starts = self.controller.predict_starts([self.running_plan(r, now) for r in running], plans, now, horizon_s)
-        factor = self.controller.load.wall_factor()
+        running_plans = [self.running_plan(r, now, budget) for r in running]
+        starts = self.controller.predict_starts(running_plans, plans, now, budget, horizon_s)
         return [
-            None if start is None else start + factor * (plan.windows[0].cost_s if plan.windows else 0.0)
+            None if start is None else start + (budget.wall(plan.windows[0]) if plan.windows else 0.0)
             for start, plan in zip(starts, plans, strict=True)
         ]

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from chorus.audio.crossfade import Crossfader
-from chorus.engine.admission import AdmissionConfig, AdmissionController, PlannedAdmission
+from chorus.engine.admission import AdmissionConfig, PlannedAdmission
 from chorus.engine.metrics import EngineMetrics
 from chorus.engine.pipeline import run_pipelined
 from chorus.engine.request import Request, RequestOutput, RequestStatus
@@ -32,7 +32,7 @@ from chorus.errors import (
     RequestTimeoutError,
     SynthesisError,
 )
-from chorus.models.base import Backend, PhonemeAlignment, SlotState, StepOutput, WorkPlanner
+from chorus.models.base import Backend, PhonemeAlignment, SlotState, StepOutput, WorkPlanner, usable_cores
 
 log = logging.getLogger(__name__)
 # Waiting requests' predicted first audio is refreshed at most this often (and at once for a newcomer).
@@ -81,9 +81,8 @@ class Engine:
             and config.mode == "continuous"
             and isinstance(backend, WorkPlanner)
         ):
-            capacity = config.max_load * backend.num_workers
-            controller = AdmissionController(AdmissionConfig(capacity, config.first_audio_target_s))
-            self.admission = PlannedAdmission(backend, controller, backend.sample_rate)
+            admission = AdmissionConfig(backend.num_workers, config.max_load, config.first_audio_target_s)
+            self.admission = PlannedAdmission(backend, admission, backend.sample_rate, usable_cores())
         # Under admission control, the scheduler orders slots by wall-clock cost (CPU estimate x learned factor).
         self.scheduler = Scheduler(
             sched, self._wall_cost if self.admission else backend.estimate_cost, backend.sample_rate
@@ -101,7 +100,7 @@ class Engine:
         self._predicted_at = -math.inf
 
     def _wall_cost(self, slot: SlotState) -> float:
-        factor = self.admission.controller.load.wall_factor() if self.admission is not None else 1.0
+        factor = self.admission.load.wall_factor() if self.admission is not None else 1.0
         return self.backend.estimate_cost(slot) * factor
 
     # -- thread-safe API ---------------------------------------------------------------------------
@@ -246,7 +245,7 @@ class Engine:
         candidates = self.scheduler.waiting()[: max(free, 0)]
         if not candidates:
             return None
-        return len(running) + self.admission.admissible(running, candidates, now)
+        return len(running) + self.admission.admissible(running, candidates, now, self.admission.budget())
 
     def _predict(self, now: float) -> None:
         """Predict each waiting request's first audio; refuse (429) a newcomer that would wait past its limit.
@@ -262,8 +261,9 @@ class Engine:
             return
         self._predicted_at = now
         horizon = MAX_PREDICTION_S  # beyond any wait limit: a refused caller still learns when to come back
+        budget = admission.budget()
         while waiting:
-            firsts = admission.predict_first_audio(self.scheduler.running, waiting, now, horizon)
+            firsts = admission.predict_first_audio(self.scheduler.running, waiting, now, budget, horizon)
             refused = None
             for req, first in zip(waiting, firsts, strict=True):
                 is_new = req.predicted_first_audio is None
@@ -308,17 +308,18 @@ class Engine:
     def complete(self, batch: list[Request], outputs: list[StepOutput], duration_s: float) -> None:
         """Hand a step's outputs to their requests (engine thread only)."""
         samples = 0
-        if self.admission is not None:
-            cpu = sum(out.cpu_s for out in outputs)
-            wall = duration_s if len(batch) == 1 else None  # slots of one step may run on several workers at once
-            self.admission.controller.load.observe(sum(r.planned_cost_s for r in batch), cpu, wall)
         for req, out in zip(batch, outputs, strict=True):
             req.in_flight = False
             if req.pending_finish is not None:  # aborted or expired while its slot was on a worker
                 self._finish(req, *req.pending_finish)
             elif not req.status.is_finished:
                 samples += self._update(req, out)
-        self.metrics.observe_step(duration_s, len(batch), samples / self.backend.sample_rate)
+        audio_s = samples / self.backend.sample_rate
+        self.metrics.observe_step(duration_s, len(batch), audio_s)
+        if self.admission is not None:
+            cpu = sum(out.cpu_s for out in outputs)
+            wall = duration_s if len(batch) == 1 else None  # slots of one step may run on several workers at once
+            self.admission.observe_step(sum(r.planned_cost_s for r in batch), cpu, wall, audio_s)
 
     # -- internals -----------------------------------------------------------------------------------
 

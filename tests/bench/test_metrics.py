@@ -25,6 +25,7 @@ def test_each_gap_after_the_buffer_empties_is_one_underrun() -> None:
     play = simulate([(0.0, 0.5), (0.8, 1.0), (2.0, 2.0)])
     assert play.underruns == 2
     assert play.stall_s == pytest.approx(1.0)
+    assert play.first_stall_at_s == 0.5  # after the first half second of audio
     assert simulate([]).underruns == 0
     assert simulate([(0.0, 1.0), (1.0005, 2.0)]).underruns == 0  # within the 1 ms tolerance
 

@@ -1,4 +1,4 @@
-"""Admission control's model (chorus.engine.admission), on hand-computed cases."""
+"""Admission control's model (chorus.engine.admission, chorus.engine.cpuload), on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ import time
 
 import pytest
 
-from chorus.engine.admission import AdmissionConfig, AdmissionController, LoadModel, StreamPlan, _jobs, fits
+from chorus.engine.admission import (
+    AdmissionConfig,
+    AdmissionController,
+    Budget,
+    Job,
+    LoadModel,
+    StreamPlan,
+    fits,
+    jobs_of,
+)
+from chorus.engine.cpuload import CpuLoad, machine_busy_s
 from chorus.engine.engine import Engine
 from chorus.engine.request import RequestStatus
 from chorus.errors import QueueFullError
@@ -17,70 +27,84 @@ from tests.fakes import FakePlannerBackend
 
 def test_jobs_of_a_running_stream_are_due_as_its_audio_runs_out() -> None:
     plan = StreamPlan((Window(1.0, 0.1), Window(2.0, 0.2), Window(3.0, 0.3)), next_due=12.0)
-    assert _jobs(plan, 10.0, 0.25, 1.0) == [(12.0, 0.1), (13.0, 0.2), (15.0, 0.3)]
+    jobs = jobs_of(plan, 10.0, 0.25, Budget(capacity=1.0))
+    assert jobs == pytest.approx([(12.0, 0.1, 0.1), (13.0, 0.2, 0.2), (15.0, 0.3, 0.3)])
+
+
+def test_a_window_costs_its_cpu_times_the_margin_plus_serving_and_takes_longer_on_a_slow_worker() -> None:
+    budget = Budget(capacity=2.0, margin=1.5, speed=0.5, overhead=0.01)
+    window = Window(audio_s=2.0, cost_s=0.2)
+    assert budget.demand(window) == pytest.approx(0.3 + 0.02)
+    assert budget.wall(window) == pytest.approx(0.6)
 
 
 def test_a_newcomers_first_window_is_due_at_its_target_or_when_it_can_be_done() -> None:
     plan = StreamPlan((Window(1.0, 0.1), Window(2.0, 0.2)))
-    assert _jobs(plan, 10.0, 0.25, 1.0) == [(10.25, 0.1), (11.25, 0.2)]
-    # At 5x its estimate the first window takes 0.5 s: due then, and the stream plays from then.
-    assert _jobs(plan, 10.0, 0.25, 5.0) == [(10.5, 0.1), (11.5, 0.2)]
+    assert [j[0] for j in jobs_of(plan, 10.0, 0.25, Budget(1.0))] == pytest.approx([10.25, 11.25])
+    # On a worker at a fifth of a core the first window takes 0.5 s: due then, and the stream plays from then.
+    assert [j[0] for j in jobs_of(plan, 10.0, 0.25, Budget(1.0, speed=0.2))] == pytest.approx([10.5, 11.5])
+
+
+def _jobs(*pairs: tuple[float, float]) -> list[Job]:
+    """(deadline, CPU) jobs on a worker with a whole core (wall time = CPU)."""
+    return [(due, cpu, cpu) for due, cpu in pairs]
 
 
 def test_demand_bound() -> None:
-    assert fits([[(1.0, 0.5)]], now=0.0, capacity=1.0)
-    assert not fits([[(0.4, 0.5)]], now=0.0, capacity=4.0)  # one stream's window cannot use two workers
-    two = [[(1.0, 0.6)], [(1.0, 0.6)]]
-    assert not fits(two, now=0.0, capacity=1.0)  # 1.2 s of work due within 1 s on one worker
+    assert fits([_jobs((1.0, 0.5))], now=0.0, capacity=1.0)
+    assert not fits([_jobs((0.4, 0.5))], now=0.0, capacity=4.0)  # one stream's window cannot use two workers
+    two = [_jobs((1.0, 0.6)), _jobs((1.0, 0.6))]
+    assert not fits(two, now=0.0, capacity=1.0)  # 1.2 s of CPU due within 1 s on one core
     assert fits(two, now=0.0, capacity=2.0)
-    assert not fits(two, now=0.0, capacity=2.0, factor=2.0)  # each takes 1.2 s of wall: its own chain is late
-    chain = [[(1.0, 0.5), (2.0, 0.6)]]  # 0.5 by t=1, 1.1 by t=2: fits; 0.5 + 0.6 by 1.0 would not
-    assert fits(chain, now=0.0, capacity=1.0)
-    assert not fits([[(1.0, 0.5), (1.0, 0.6)]], now=0.0, capacity=1.0)
-    assert not fits([[(-0.1, 0.01)]], now=0.0, capacity=8.0)  # already late
+    slow = [[(1.0, 0.6, 1.2)], [(1.0, 0.6, 1.2)]]  # each takes 1.2 s of wall on its worker: its own chain is late
+    assert not fits(slow, now=0.0, capacity=2.0)
+    assert fits([_jobs((1.0, 0.5), (2.0, 0.6))], now=0.0, capacity=1.0)  # 0.5 by t=1, 1.1 by t=2
+    assert not fits([_jobs((1.0, 0.5), (1.0, 0.6))], now=0.0, capacity=1.0)
+    assert not fits([_jobs((-0.1, 0.01))], now=0.0, capacity=8.0)  # already late
     assert fits([], now=0.0, capacity=1.0)
-    assert not fits([[(1.0, 0.1)]], now=0.0, capacity=0.0)
+    assert not fits([_jobs((1.0, 0.1))], now=0.0, capacity=0.0)
 
 
 def test_a_long_window_started_first_blocks_a_worker() -> None:
     # B's 0.1 s is due at 0.5; A's next window (0.9 s) is due much later, but a worker may already be on it.
-    streams = [[(10.0, 0.9)], [(0.5, 0.1)]]
+    streams = [_jobs((10.0, 0.9)), _jobs((0.5, 0.1))]
     assert not fits(streams, now=0.0, capacity=1.0)  # 0.1 + 0.9 blocking > 0.5
-    assert fits(streams, now=0.0, capacity=2.0)  # 1.0 <= 2 x 0.5: the other worker is free
-    assert fits([[(10.0, 0.9), (11.0, 0.9)], [(0.5, 0.1)]], now=0.0, capacity=2.0)  # only heads can block
+    assert fits(streams, now=0.0, capacity=2.0)  # 1.0 <= 2 x 0.5: the other core is free
+    assert fits([_jobs((10.0, 0.9), (11.0, 0.9)), _jobs((0.5, 0.1))], now=0.0, capacity=2.0)  # only heads block
 
 
-def controller(capacity: float = 1.0) -> AdmissionController:
-    return AdmissionController(AdmissionConfig(capacity=capacity, first_audio_s=0.25))
+def controller() -> AdmissionController:
+    return AdmissionController(AdmissionConfig(first_audio_s=0.25))
 
 
 def test_admissible_counts_the_prefix_that_keeps_everyone_in_time() -> None:
-    c = controller(capacity=1.0)
     newcomer = StreamPlan((Window(1.0, 0.2), Window(2.0, 0.3)))
-    # Alone: 0.2 by 0.25, 0.5 by 1.25 -> fits. Two: 0.4 by 0.25 -> no. So one of three.
-    assert c.admissible([], [newcomer, newcomer, newcomer], now=0.0) == 1
-    assert controller(capacity=2.0).admissible([], [newcomer, newcomer, newcomer], now=0.0) == 2
+    # Alone: 0.2 by 0.25, 0.5 by 1.25 -> fits. Two: 0.4 by 0.25 -> no. So one of three on one core.
+    assert controller().admissible([], [newcomer, newcomer, newcomer], 0.0, Budget(1.0)) == 1
+    assert controller().admissible([], [newcomer, newcomer, newcomer], 0.0, Budget(2.0)) == 2
+    # Serving overhead is charged per second of audio: two first windows of 0.2 + 0.06 x 1 s each = 0.52 > 2 x 0.25.
+    assert controller().admissible([], [newcomer] * 3, 0.0, Budget(2.0, overhead=0.06)) == 1
     late = StreamPlan((Window(1.0, 0.1),), next_due=-0.5)
-    assert c.admissible([late], [newcomer], now=0.0) == 0  # nobody starts while someone is late
+    assert controller().admissible([late], [newcomer], 0.0, Budget(8.0)) == 0  # nobody starts while someone is late
 
 
 def test_predicted_start_is_when_the_running_work_leaves_room() -> None:
-    c = controller(capacity=1.0)
     running = StreamPlan((Window(5.0, 0.9),), next_due=1.0)
     newcomer = StreamPlan((Window(1.0, 0.5),))
     # Now: 0.5 due at 0.5 and 0.9 more at 1.0 -> 1.4 > 1.0: wait. The running window is done at 0.9; from then
     # the newcomer's 0.5 is due at 1.4 -> fits. It starts at 0.9.
-    assert c.admissible([running], [newcomer], now=0.0) == 0
-    (start,) = c.predict_starts([running], [newcomer], now=0.0, horizon_s=10.0)
+    budget = Budget(1.0)
+    assert controller().admissible([running], [newcomer], 0.0, budget) == 0
+    (start,) = controller().predict_starts([running], [newcomer], 0.0, budget, horizon_s=10.0)
     assert start == pytest.approx(0.9)
     # Two in the queue: the second waits for the first one's window too (0.9 + 0.5).
-    starts = c.predict_starts([running], [newcomer, newcomer], now=0.0, horizon_s=10.0)
+    starts = controller().predict_starts([running], [newcomer, newcomer], 0.0, budget, horizon_s=10.0)
     assert starts == pytest.approx([0.9, 1.4])
-    assert c.predict_starts([running], [newcomer], now=0.0, horizon_s=0.5) == [None]  # past the horizon
+    assert controller().predict_starts([running], [newcomer], 0.0, budget, horizon_s=0.5) == [None]
 
 
 def test_load_model_learns_margin_and_speed() -> None:
-    config = AdmissionConfig(capacity=2.0, margin_quantile=0.5, max_margin=3.0, min_speed=0.1)
+    config = AdmissionConfig(margin_quantile=0.5, max_margin=3.0, min_speed=0.1)
     load = LoadModel(config)
     assert (load.margin, load.speed, load.wall_factor()) == (1.0, 1.0, 1.0)  # nothing learned: face value
     for estimated, cpu, wall in [(0.1, 0.12, 0.24), (0.1, 0.1, 0.2), (0.1, 0.2, 0.4)]:
@@ -94,6 +118,41 @@ def test_load_model_learns_margin_and_speed() -> None:
     for _ in range(10):
         load.observe(0.1, 10.0, 1000.0)
     assert load.margin == 3.0 and load.speed == pytest.approx(0.1)  # clamped
+
+
+def test_cpu_load_sees_another_process_spinning() -> None:
+    """A real process keeping one core busy shows up as ~1 core of other processes' use."""
+    import subprocess
+    import sys
+
+    if machine_busy_s() is None:
+        pytest.fail("/proc/stat is missing: this test needs Linux")
+    load = CpuLoad(cores=2)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        start = time.monotonic()
+        load.sample(start)
+        for k in range(1, 4):
+            time.sleep(1.0)
+            load.sample(start + k * 1.05)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    reading = load.reading()
+    assert 0.6 < reading.others <= 2.0, reading  # the spinner (and whatever else this machine runs)
+    assert reading.left <= 2.0 - 0.6 + 1e-9
+
+
+def test_serving_overhead_is_this_process_beyond_its_workers_per_audio_second() -> None:
+    load = CpuLoad(cores=2)
+    start = time.monotonic()
+    load.sample(start)
+    busy_until = time.thread_time() + 0.3
+    while time.thread_time() < busy_until:  # 0.3 s of this process's CPU that no worker reported
+        pass
+    load.note_step(cpu_s=0.0, audio_s=3.0)
+    load.sample(start + 1.5)
+    assert 0.3 * 0.2 / 3.0 * 0.9 < load.reading().overhead < 0.2 * (0.3 + 0.2) / 3.0  # a fifth of the first reading
 
 
 def _saturating_engine(max_queue_wait_s: float) -> tuple[Engine, FakePlannerBackend]:

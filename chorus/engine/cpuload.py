@@ -1,0 +1,98 @@
+"""How much CPU the machine leaves to the engine's workers, and what serving costs besides the model.
+
+Read from the kernel's own accounting, about once a second: the whole machine's busy CPU time (``/proc/stat``)
+and this process's (``os.times``), against the CPU the workers reported for their steps. Then
+
+- other processes' use = machine busy - this process (a build, another server, a load generator);
+- serving overhead = this process - its workers, per second of audio produced (HTTP, resampling, encoding,
+  phonemizing, the engine loop): it grows with the streams, so admission charges it to each window;
+- cores left to the workers = cores - other processes' use.
+
+Each is an exponential average of per-interval readings. Where ``/proc/stat`` does not exist (not Linux), other
+processes count as using nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC_STAT = Path("/proc/stat")
+SAMPLE_EVERY_S = 1.0
+OTHERS_WEIGHT = 0.5  # a new reading's weight: other load appears and goes quickly
+OVERHEAD_WEIGHT = 0.2
+MIN_AUDIO_S = 0.5  # an interval with less audio than this says little about overhead per audio second
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds every core of the machine spent busy since boot (None where /proc/stat is missing)."""
+    try:
+        first = PROC_STAT.read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    ticks = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+@dataclass(frozen=True, slots=True)
+class CpuReading:
+    cores: int
+    others: float  # cores' worth used by other processes
+    overhead: float  # CPU seconds of this process outside its workers, per second of audio produced
+
+    @property
+    def left(self) -> float:
+        """Cores left to the workers (at least a tenth of one)."""
+        return max(0.1, self.cores - self.others)
+
+
+class CpuLoad:
+    """Samples the machine's and this process's CPU use (thread-safe; cheap: two small reads a second)."""
+
+    def __init__(self, cores: int) -> None:
+        self.cores = cores
+        self._lock = threading.Lock()
+        self._others = 0.0
+        self._overhead = 0.0
+        self._workers_cpu = 0.0
+        self._audio = 0.0
+        self._last: tuple[float, float | None, float, float, float] | None = None
+
+    def note_step(self, cpu_s: float, audio_s: float) -> None:
+        """A worker's step: its CPU seconds and the audio it produced."""
+        with self._lock:
+            self._workers_cpu += cpu_s
+            self._audio += audio_s
+
+    def sample(self, now: float | None = None) -> None:
+        """Take a reading if the last is SAMPLE_EVERY_S old."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._last is not None and now - self._last[0] < SAMPLE_EVERY_S:
+                return
+            reading = (now, machine_busy_s(), process_cpu_s(), self._workers_cpu, self._audio)
+            last, self._last = self._last, reading
+            if last is None:
+                return
+            dt = now - last[0]
+            own = reading[2] - last[2]
+            if reading[1] is not None and last[1] is not None:
+                others = max(0.0, (reading[1] - last[1] - own) / dt)
+                self._others += OTHERS_WEIGHT * (others - self._others)
+            audio = reading[4] - last[4]
+            if audio >= MIN_AUDIO_S:
+                overhead = max(0.0, own - (reading[3] - last[3])) / audio
+                self._overhead += OVERHEAD_WEIGHT * (overhead - self._overhead)
+
+    def reading(self) -> CpuReading:
+        with self._lock:
+            return CpuReading(self.cores, self._others, self._overhead)
