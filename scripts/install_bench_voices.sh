@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Install the offline target speakers of `chorus bench-voices` (voice-conversion quality): festival with its
-# kal and ked diphone voices and the CMU SLT HTS voice, and espeak-ng. Idempotent: only missing packages are
+# Install the offline target speakers of `chorus bench-voices` (voice-conversion quality), listed with their
+# development/test split in chorus/bench/voice_speakers.py: festival with the kal and ked diphone voices, the
+# CMU SLT HTS voice, the Catalan ona HTS voice, the Italian lp, Finnish lj and mv, and Czech dita and machac
+# diphone voices; flite (clustergen voices awb, rms, slt); espeak-ng. Idempotent: only missing packages are
 # installed (apt-get, so run it as root or with sudo on Debian/Ubuntu).
 #
 #   scripts/install_bench_voices.sh
 set -euo pipefail
-PACKAGES=(festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng)
+PACKAGES=(
+    festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+    festvox-ca-ona-hts festvox-italp16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-czech-dita festvox-czech-machac
+    flite espeak-ng
+)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,7 +1,7 @@
 """``chorus bench-voices``: how much a cloned Piper voice sounds like its target speaker, and what it costs.
 
-For each target speaker (offline synthesizers: festival and espeak-ng voices, none of them Piper's), a ~8 s
-reference with its transcript is synthesised, conversions are fitted against Piper's rendering of the same
+For each target speaker (offline synthesizers: festival, flite and espeak-ng voices, none of them Piper's), a
+~8 s reference with its transcript is synthesised, conversions are fitted against Piper's rendering of the same
 words, new sentences spoken by Piper are converted in the engine's chunk sizes, and a resemblyzer embedding of
 the result is compared with a held-out clip of the target. Beside each conversion:
 
@@ -11,8 +11,10 @@ the result is compared with a held-out clip of the target. Beside each conversio
 * ours: ``ConversionModel.fit`` (parallel, with the transcript);
 * ceiling: the target against another held-out clip of itself.
 
-Conversion cost is the real-time factor of streaming conversion on one thread (median of repeats); the fit time
-is what registering a voice spends on the conversion.
+The speakers come in two sets (``voice_speakers``): the development set, on which the method is tuned, and the
+test set, other speakers with other texts, which is only reported. ``--sets dev`` runs the development set
+alone (what tuning runs). Conversion cost is the real-time factor of streaming conversion on one thread (median
+of repeats); the fit time is what registering a voice spends on the conversion.
 """
 
 from __future__ import annotations
@@ -21,107 +23,34 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chorus.audio.decode import decode_audio
 from chorus.models.base import SpeechInput, SynthesisParams
 from chorus.voices.conversion import ConversionModel
 from chorus.voices.embedding import SpeakerEncoder
 from chorus.voices.voice_model import pack
 
+from .voice_report import SpeakerResult, mean_similarity, render_latency, render_markdown, render_table, write_plot
+from .voice_speakers import DEV, INSTALL_HINT, QUICK_SPEAKERS, SETS, Speaker, SpeakerSet, synthesize_target
+
 if TYPE_CHECKING:
     from chorus.models.piper import PiperBackend
 
-REFERENCE_TEXT = (
-    "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
-    "It is easy to tell the depth of a well."
-)
-HELD_OUT_TEXT = (
-    "The juice of lemons makes fine punch. The box was thrown beside the parked truck. "
-    "The hogs were fed chopped corn and garbage."
-)
-CEILING_TEXT = (
-    "Four hours of steady work faced us. A large size in stockings is hard to sell. "
-    "The boy was there when the sun rose."
-)
-NEW_SENTENCES = (
-    "A rod is used to catch pink salmon, and the source of the huge river is the clear spring.",
-    "Kick the ball straight and follow through, then help the woman get back to her feet.",
-    "The small pup gnawed a hole in the sock while the fish twisted and turned on the bent hook.",
-    "Press the pants and sew a button on the vest before the party starts tonight.",
-)
-# (name, synthesizer, voice): none of them is the base voice.
-SPEAKERS = (
-    ("kal (festival)", "festival", "kal_diphone"),
-    ("ked (festival)", "festival", "ked_diphone"),
-    ("slt (festival HTS)", "festival", "cmu_us_slt_arctic_hts"),
-    ("en-us (espeak)", "espeak", "en-us"),
-    ("en+f3 (espeak)", "espeak", "en+f3"),
-    ("en-gb-x-rp (espeak)", "espeak", "en-gb-x-rp"),
-    ("en+m3 (espeak)", "espeak", "en+m3"),
-)
-QUICK_SPEAKERS = ("slt (festival HTS)", "en+f3 (espeak)")
 # The engine's chunk schedule (Piper hops of 256 samples): a short first window, then growing ones.
 ENGINE_CHUNK_FRAMES = (48, 86, 172, 258)
 HOP = 256
 # The baseline's warp: formants raised for a higher-pitched target, lowered for a lower one, else unchanged.
 BASELINE_WARP = 1.12
 BASELINE_PITCH_RATIO = 1.25
-METHODS = ("floor", "baseline", "fallback", "ours", "ceiling")
-INSTALL_HINT = "install the benchmark voices with scripts/install_bench_voices.sh"
-
-
-@dataclass
-class SpeakerResult:
-    name: str
-    similarity: dict[str, float]
-    rtf: dict[str, float]  # converted methods: wall seconds per second of audio, one thread, median
-    fit_s: dict[str, float]
-    warp: dict[str, float] = field(default_factory=dict)
-
-
-# -- target speech ------------------------------------------------------------------------------------------
-
-
-def synthesize_target(engine: str, voice: str, text: str) -> tuple[np.ndarray, int]:
-    """(trimmed, level-normalised float32 speech, rate) from festival or espeak-ng, as a registration gets it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "out.wav"
-        if engine == "festival":
-            cmd = [_tool("text2wave"), "-eval", f"(voice_{voice})", "-o", str(path)]
-            subprocess.run(cmd, input=text.encode(), check=True, capture_output=True)
-        else:
-            subprocess.run([_tool("espeak-ng"), "-v", voice, "-w", str(path), text], check=True, capture_output=True)
-        audio, rate = decode_audio(path.read_bytes())
-    return _trim_normalise(audio), rate
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise RuntimeError(f"{name} is not installed: {INSTALL_HINT}")
-    return path
-
-
-def _trim_normalise(audio: np.ndarray, frame: int = 256) -> np.ndarray:
-    """Cut leading/trailing silence (frames 40 dB under the peak frame), scale to -20 dBFS RMS (like an upload)."""
-    n = audio.size // frame
-    levels = 20 * np.log10(np.sqrt(np.mean(audio[: n * frame].reshape(n, frame) ** 2, axis=1)) + 1e-9)
-    loud = np.flatnonzero(levels > levels.max() - 40)
-    clip = audio[loud[0] * frame : (loud[-1] + 1) * frame]
-    gain = 10 ** (-20 / 20) / (np.sqrt(np.mean(clip**2)) + 1e-9)
-    return np.asarray(np.clip(clip * gain, -1.0, 1.0), dtype=np.float32)
 
 
 def engine_chunks(audio: np.ndarray) -> Iterator[np.ndarray]:
@@ -166,9 +95,8 @@ def _f0_ratio(target: np.ndarray, target_sr: int, source: np.ndarray, source_sr:
 
 
 def run_speaker(
-    name: str,
-    engine: str,
-    voice: str,
+    speaker: Speaker,
+    speaker_set: SpeakerSet,
     *,
     piper: Callable[[str], np.ndarray],
     piper_rate: int,
@@ -177,10 +105,10 @@ def run_speaker(
     encoder: SpeakerEncoder,
     repeats: int,
 ) -> SpeakerResult:
-    reference, ref_sr = synthesize_target(engine, voice, REFERENCE_TEXT)
-    held_out, held_sr = synthesize_target(engine, voice, HELD_OUT_TEXT)
-    ceiling_clip, ceil_sr = synthesize_target(engine, voice, CEILING_TEXT)
-    source = piper(REFERENCE_TEXT)
+    reference, ref_sr = synthesize_target(speaker, speaker_set.reference_text)
+    held_out, held_sr = synthesize_target(speaker, speaker_set.held_out_text)
+    ceiling_clip, ceil_sr = synthesize_target(speaker, speaker_set.ceiling_text)
+    source = piper(speaker_set.reference_text)
     target_embedding = encoder.embed(held_out, held_sr)
 
     def similarity(audio: np.ndarray, rate: int) -> float:
@@ -200,13 +128,15 @@ def run_speaker(
         ),
         "ours": lambda: ConversionModel.fit(reference, ref_sr, source, piper_rate, sample_rate=piper_rate),
     }
-    result = SpeakerResult(name, {}, {}, {})
-    result.similarity["floor"] = similarity(np.concatenate(sentences), piper_rate)
+    sims = {"floor": similarity(np.concatenate(sentences), piper_rate)}
+    rtf: dict[str, float] = {}
+    fit_s: dict[str, float] = {}
+    warp: dict[str, float] = {}
     for method, fit in fitters.items():
         t0 = time.perf_counter()
         model = fit()
-        result.fit_s[method] = round(time.perf_counter() - t0, 3)
-        result.warp[method] = round(model.warp, 3)
+        fit_s[method] = round(time.perf_counter() - t0, 3)
+        warp[method] = round(model.warp, 3)
         ratios: list[float] = []
         converted: list[np.ndarray] = []
         for repeat in range(repeats):
@@ -215,10 +145,47 @@ def run_speaker(
                 ratios.append(seconds / (sentence.size / piper_rate))
                 if repeat == 0:
                     converted.append(out)
-        result.rtf[method] = round(statistics.median(ratios), 4)
-        result.similarity[method] = similarity(np.concatenate(converted), piper_rate)
-    result.similarity["ceiling"] = similarity(ceiling_clip, ceil_sr)
-    return result
+        rtf[method] = round(statistics.median(ratios), 4)
+        sims[method] = similarity(np.concatenate(converted), piper_rate)
+    sims["ceiling"] = similarity(ceiling_clip, ceil_sr)
+    return SpeakerResult(speaker.name, speaker.sex, speaker.family, sims, rtf, fit_s, warp)
+
+
+def run_set(
+    speaker_set: SpeakerSet,
+    speakers: Sequence[Speaker],
+    backend: PiperBackend,
+    *,
+    statistics_source: np.ndarray,
+    encoder: SpeakerEncoder,
+    num_sentences: int,
+    repeats: int,
+) -> list[SpeakerResult]:
+    """Every speaker of the set that can be synthesised here (the others are skipped, saying why)."""
+    sentences = [backend.render(text) for text in speaker_set.new_sentences[:num_sentences]]
+    results = []
+    for speaker in speakers:
+        try:
+            result = run_speaker(
+                speaker,
+                speaker_set,
+                piper=backend.render,
+                piper_rate=backend.sample_rate,
+                sentences=sentences,
+                statistics_source=statistics_source,
+                encoder=encoder,
+                repeats=repeats,
+            )
+        except (RuntimeError, subprocess.CalledProcessError) as e:
+            print(f"skipping {speaker.name}: {e}", file=sys.stderr)
+            continue
+        results.append(result)
+        print(f"[{speaker_set.name}] {speaker.name}: " + _similarities(result), flush=True)
+    return results
+
+
+def _similarities(result: SpeakerResult) -> str:
+    return ", ".join(f"{m} {v:.3f}" for m, v in result.similarity.items())
 
 
 def first_chunk_latency(
@@ -247,6 +214,18 @@ def first_chunk_latency(
     }
 
 
+def _latency(
+    backend: PiperBackend, speaker: Speaker, texts: Sequence[str], *, repeats: int
+) -> dict[str, dict[str, float]]:
+    """First-chunk latency of the base voice and of a voice cloned from ``speaker`` (ours, dev texts)."""
+    reference, rate = synthesize_target(speaker, DEV.reference_text)
+    model = ConversionModel.fit(
+        reference, rate, backend.render(DEV.reference_text), backend.sample_rate, sample_rate=backend.sample_rate
+    )
+    backend.load_voice("voice_bench", pack(backend.voice_model_format, model.to_bytes()))
+    return first_chunk_latency(backend, {"base": backend.voice_id, "cloned": "voice_bench"}, texts, repeats)
+
+
 def _single_thread() -> None:
     """Conversion is timed on one thread: BLAS pools (if any are used) are limited to one thread."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -258,87 +237,41 @@ def _single_thread() -> None:
     threadpool_limits(1)
 
 
-# -- output -------------------------------------------------------------------------------------------------
+def _all(results: dict[str, list[SpeakerResult]]) -> list[SpeakerResult]:
+    return [r for rows in results.values() for r in rows]
 
 
-def _latency(
-    backend: PiperBackend, speakers: Sequence[tuple[str, str, str]], texts: Sequence[str], *, repeats: int
-) -> dict[str, dict[str, float]]:
-    """First-chunk latency of the base voice and of a voice cloned from the first speaker (ours)."""
-    _, engine, voice = speakers[0]
-    reference, rate = synthesize_target(engine, voice, REFERENCE_TEXT)
-    model = ConversionModel.fit(
-        reference, rate, backend.render(REFERENCE_TEXT), backend.sample_rate, sample_rate=backend.sample_rate
-    )
-    backend.load_voice("voice_bench", pack(backend.voice_model_format, model.to_bytes()))
-    return first_chunk_latency(backend, {"base": backend.voice_id, "cloned": "voice_bench"}, texts, repeats)
+def _texts(speaker_set: SpeakerSet) -> dict[str, object]:
+    return {
+        "reference": speaker_set.reference_text,
+        "held_out": speaker_set.held_out_text,
+        "ceiling": speaker_set.ceiling_text,
+        "new_sentences": list(speaker_set.new_sentences),
+    }
 
 
-def render_latency(latency: dict[str, dict[str, float]]) -> str:
-    if not latency:
-        return ""
-    base, cloned = latency["base"], latency["cloned"]
-    extra_ms = 1000 * (cloned["first_chunk_s"] - base["first_chunk_s"])
-    return (
-        f"First chunk (median, one thread): base voice {1000 * base['first_chunk_s']:.0f} ms, cloned "
-        f"{1000 * cloned['first_chunk_s']:.0f} ms (+{extra_ms:.0f} ms; the chunk holds "
-        f"{1000 * cloned['chunk_audio_s']:.0f} ms of audio, {1000 * base['chunk_audio_s']:.0f} ms for the base voice, "
-        "the rest follows with the next)."
-    )
-
-
-def render_table(results: list[SpeakerResult]) -> str:
-    header = "| speaker | " + " | ".join(METHODS) + " | RTF ours | RTF fallback | fit ours (s) | fit fallback (s) |"
-    lines = [header, "|" + "---|" * (len(METHODS) + 5)]
-    rows = [(r.name, r.similarity, r.rtf, r.fit_s) for r in results]
-    rows.append(
-        (
-            "**mean**",
-            {m: float(np.mean([r.similarity[m] for r in results])) for m in METHODS},
-            {m: float(np.mean([r.rtf[m] for r in results])) for m in ("ours", "fallback")},
-            {m: float(np.mean([r.fit_s[m] for r in results])) for m in ("ours", "fallback")},
-        )
-    )
-    for name, sim, rtf, fit in rows:
-        cells = [f"{sim[m]:.3f}" for m in METHODS]
-        cells += [f"{rtf['ours']:.3f}", f"{rtf['fallback']:.3f}", f"{fit['ours']:.2f}", f"{fit['fallback']:.2f}"]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_plot(results: list[SpeakerResult], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [r.name for r in results] + ["mean"]
-    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(names)), 4.5))
-    width = 0.8 / len(METHODS)
-    for i, method in enumerate(METHODS):
-        values = [r.similarity[method] for r in results]
-        values.append(float(np.mean(values)))
-        ax.bar(np.arange(len(names)) + (i - (len(METHODS) - 1) / 2) * width, values, width, label=method)
-    ax.set_xticks(np.arange(len(names)), names, rotation=20, ha="right")
-    ax.set_ylim(0.4, 1.08)  # headroom for the legend
-    ax.set_ylabel("resemblyzer cosine similarity to a held-out target clip")
-    ax.set_title("Piper voice conversion towards each target speaker")
-    ax.legend(ncol=len(METHODS), fontsize=8, loc="upper left")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def _parse_sets(value: str) -> list[SpeakerSet]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SETS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"speaker sets are {', '.join(SETS)}; got {value!r}")
+    return [SETS[n] for n in SETS if n in names]  # dev first, whatever the order given
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chorus bench-voices", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="two speakers, two sentences: a smoke test (< 60 s)")
+    parser.add_argument(
+        "--quick", action="store_true", help="one speaker of each set, two sentences: a smoke test (< 90 s)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for voices.{json,md,png}")
     parser.add_argument("--repeats", type=int, default=None, help="conversion timing repeats (default 3, quick 1)")
+    parser.add_argument(
+        "--sets", type=_parse_sets, default=list(SETS.values()), help="speaker sets: dev, test or dev,test (default)"
+    )
     args = parser.parse_args(argv)
     _single_thread()
-    speakers = [s for s in SPEAKERS if not args.quick or s[0] in QUICK_SPEAKERS]
-    texts = NEW_SENTENCES[:2] if args.quick else NEW_SENTENCES
+    sets: list[SpeakerSet] = args.sets
+    num_sentences = 2 if args.quick else 4
     repeats = args.repeats or (1 if args.quick else 3)
 
     from chorus.models.piper import STATISTICS_TEXT, PiperBackend
@@ -349,54 +282,59 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # any failure to load the base voice ends the run, with its reason
         print(f"cannot load the Piper voice: {e}", file=sys.stderr)
         return 1
+    results: dict[str, list[SpeakerResult]] = {}
     try:
-        sentences = [backend.render(text) for text in texts]
         statistics_source = backend.render(STATISTICS_TEXT)
         encoder = SpeakerEncoder()
         encoder.warm_up()
-        results = []
-        for name, engine, voice in speakers:
-            try:
-                result = run_speaker(
-                    name,
-                    engine,
-                    voice,
-                    piper=backend.render,
-                    piper_rate=backend.sample_rate,
-                    sentences=sentences,
-                    statistics_source=statistics_source,
-                    encoder=encoder,
-                    repeats=repeats,
-                )
-            except (RuntimeError, subprocess.CalledProcessError) as e:
-                print(f"skipping {name}: {e}", file=sys.stderr)
-                continue
-            results.append(result)
-            print(f"{name}: " + ", ".join(f"{m} {v:.3f}" for m, v in result.similarity.items()), flush=True)
-        latency = _latency(backend, speakers, texts, repeats=3 if args.quick else 10) if results else {}
+        for speaker_set in sets:
+            speakers = [s for s in speaker_set.speakers if not args.quick or s.name in QUICK_SPEAKERS]
+            rows = run_set(
+                speaker_set,
+                speakers,
+                backend,
+                statistics_source=statistics_source,
+                encoder=encoder,
+                num_sentences=num_sentences,
+                repeats=repeats,
+            )
+            if rows:
+                results[speaker_set.name] = rows
+        # A voice cloned from the first speaker measured, saying the first set's new sentences.
+        measured = [s for ss in sets for s in ss.speakers if s.name in {r.name for r in _all(results)}]
+        latency: dict[str, dict[str, float]] = {}
+        if measured:
+            texts = sets[0].new_sentences[:num_sentences]
+            latency = _latency(backend, measured[0], texts, repeats=3 if args.quick else 10)
     finally:
         backend.close()
     if not results:
         print(f"no target speaker could be synthesised: {INSTALL_HINT}", file=sys.stderr)
         return 1
-    table = render_table(results)
+    command = "chorus bench-voices" + (" --quick" if args.quick else "")
+    if len(sets) < len(SETS):
+        command += " --sets " + ",".join(s.name for s in sets)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
-        "quick": args.quick,
+        "command": command,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "seconds": round(time.perf_counter() - started, 1),
-        "mean_similarity": {m: round(float(np.mean([r.similarity[m] for r in results])), 4) for m in METHODS},
-        "speakers": [asdict(r) for r in results],
+        "repeats": repeats,
+        "sets": {
+            name: {
+                "mean_similarity": mean_similarity(rows),
+                "speakers": [asdict(r) for r in rows],
+                "texts": _texts(SETS[name]),
+            }
+            for name, rows in results.items()
+        },
         "latency": latency,
     }
     (args.out / "voices.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (args.out / "voices.md").write_text(
-        "# Voice conversion quality (resemblyzer similarity to a held-out target clip)\n\n"
-        f"`chorus bench-voices{' --quick' if args.quick else ''}`; RTF: streaming conversion, one thread, "
-        "median of repeats; fit: seconds to fit at registration.\n\n" + table + "\n\n" + render_latency(latency) + "\n"
-    )
+    (args.out / "voices.md").write_text(render_markdown(results, latency, command))
     write_plot(results, args.out / "voices.png")
-    print(table)
+    for name, rows in results.items():
+        print(f"\n{name} set\n" + render_table(rows))
     print(render_latency(latency))
     print(f"wrote {args.out / 'voices.json'}, voices.md, voices.png ({summary['seconds']} s)")
     return 0

