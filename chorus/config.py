@@ -73,6 +73,9 @@ class WorkerConfig(_Section):
     # When compute is short, a newcomer's first audio is due this long after arrival; a running stream
     # that would run dry sooner goes first (an underrun is worse than a later first byte).
     first_audio_target_ms: float = Field(default=250.0, ge=0, le=60_000)
+    # CPU: a stream's next audio is planned to leave the engine this long before its client would run dry (the
+    # trip to the client: encoding, the event loop, the network).
+    delivery_margin_ms: float = Field(default=100.0, ge=0, le=10_000)
     # Admission control on CPU: streams generating at once are held to max_load x the real-time capacity
     # of the workers (measured online); newcomers beyond it wait in the queue instead of making every
     # running stream stutter. 0 = off (only max_slots applies).
@@ -89,7 +92,7 @@ class ServerConfig(_Section):
     max_input_chars: int = Field(default=4096, ge=1, le=100_000)
     # A request whose predicted wait for a slot exceeds this (or its own ``timeout``) is refused at once with
     # 429 + Retry-After instead of waiting to fail.
-    max_queue_wait_s: float = Field(default=30.0, gt=0, le=3600)
+    max_queue_wait_s: float = Field(default=10.0, gt=0, le=3600)
     # Output sample rate of every response format (OpenAI's pcm is 24 kHz s16le mono).
     output_sample_rate: int = Field(default=24_000, ge=8000, le=48_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -65,6 +65,7 @@ class AdmissionConfig:
     workers: int = 1  # the backend's parallel workers: they can use at most this many cores
     max_load: float = 1.0  # the share of the cores left to the workers that streams may plan on
     first_audio_s: float = 0.25  # a newcomer's first window is due this long after its admission
+    delivery_margin_s: float = 0.0  # a running stream's window is due this long before its client runs dry
     # margin: a high quantile of recent (actual / estimated) CPU per step; speed: the median share of a core
     # a worker got while it ran a step (CPU / wall), over recent steps.
     margin_quantile: float = 0.9
@@ -246,7 +247,7 @@ class PlannedAdmission:
             return StreamPlan(())
         windows = self.planner.plan(req.slot)
         if req.first_audio_time is not None:
-            return StreamPlan(windows, req.deadline(self.sample_rate))
+            return StreamPlan(windows, req.deadline(self.sample_rate, margin_s=self.config.delivery_margin_s))
         # Admitted, no audio yet: due when its target says, or as soon as its first window can be done from now.
         admitted = req.admitted_time if req.admitted_time is not None else now
         soonest = now + (budget.wall(windows[0]) if windows else 0.0)

@@ -17,6 +17,7 @@ def engine_config(settings: Settings, backend: Backend) -> EngineConfig:
         step_budget_s=worker.step_budget_ms / 1000.0,
         max_frames=worker.max_frames,
         first_audio_target_s=worker.first_audio_target_ms / 1000.0,
+        delivery_margin_s=worker.delivery_margin_ms / 1000.0,
         max_load=worker.max_load or None,
         max_queue_wait_s=settings.server.max_queue_wait_s,
     )

@@ -50,6 +50,9 @@ class EngineConfig:
     max_frames: int | None = None  # autoregressive backends only
     crossfade_s: float = 0.01
     first_audio_target_s: float = 0.25
+    # CPU backends: a stream's next audio is planned to leave the engine this long before its client would run
+    # dry, for the trip to the client (encoding, the event loop, the network).
+    delivery_margin_s: float = 0.1
     # Admission control on CPU backends (chorus.engine.admission): the share of the workers' compute that
     # running streams may plan on (None = off, only max_slots applies).
     max_load: float | None = 1.0
@@ -73,7 +76,14 @@ class Engine:
         self.backend = backend
         self.config = config
         budget = config.step_budget_s if backend.is_compute_bound else None
-        sched = SchedulerConfig(config.max_slots, config.mode, budget, backend.num_workers, config.first_audio_target_s)
+        sched = SchedulerConfig(
+            config.max_slots,
+            config.mode,
+            budget,
+            backend.num_workers,
+            config.first_audio_target_s,
+            config.delivery_margin_s,
+        )
         self.admission: PlannedAdmission | None = None
         if (
             backend.is_compute_bound
@@ -81,7 +91,9 @@ class Engine:
             and config.mode == "continuous"
             and isinstance(backend, WorkPlanner)
         ):
-            admission = AdmissionConfig(backend.num_workers, config.max_load, config.first_audio_target_s)
+            admission = AdmissionConfig(
+                backend.num_workers, config.max_load, config.first_audio_target_s, config.delivery_margin_s
+            )
             self.admission = PlannedAdmission(backend, admission, backend.sample_rate, usable_cores())
         # Under admission control, the scheduler orders slots by wall-clock cost (CPU estimate x learned factor).
         self.scheduler = Scheduler(

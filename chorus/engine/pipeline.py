@@ -28,7 +28,9 @@ Work = Future[tuple[list["StepOutput"], float]]
 
 def run_pipelined(engine: Engine) -> None:
     lanes = engine.backend.num_workers
-    budget = engine.scheduler.config.step_budget_s
+    # One slot per dispatch: its audio leaves the moment its own window is done (a batch would hold it for its
+    # slowest member), and a lane stays one thread on one core.
+    budget = 0.0
     in_flight: dict[Work, tuple[list[Request], bool]] = {}  # future → (its slots, is it the newcomer lane)
 
     def dispatch(pool: ThreadPoolExecutor, batch: list[Request], urgent: bool) -> None:

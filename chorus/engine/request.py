@@ -82,15 +82,19 @@ class Request:
     def request_id(self) -> str:
         return self.input.request_id
 
-    def deadline(self, sample_rate: int, first_audio_target_s: float = 0.0) -> float:
+    def deadline(self, sample_rate: int, first_audio_target_s: float = 0.0, margin_s: float = 0.0) -> float:
         """When this stream needs its next audio.
 
-        Running: when its client runs out of audio, playing from its first byte in real time.
-        Waiting for its first audio: ``first_audio_target_s`` after arrival.
+        Running: when its client runs out of audio, playing from its first byte in real time, less ``margin_s``
+        for the trip from the engine to the client (encoding, the event loop, the network).
+        Waiting for its first audio: ``first_audio_target_s`` after it got its slot (after arrival while it has
+        none). A request that waited in the queue is not more urgent than the streams already playing: its wait
+        is over, and admission planned its first window from its admission on.
         """
         if self.first_audio_time is None:
-            return self.arrival_time + first_audio_target_s
-        return self.first_audio_time + self.num_samples_sent / sample_rate
+            start = self.admitted_time if self.admitted_time is not None else self.arrival_time
+            return start + first_audio_target_s
+        return self.first_audio_time + self.num_samples_sent / sample_rate - margin_s
 
     def is_expired(self, now: float) -> bool:
         return self.timeout_s is not None and now - self.arrival_time > self.timeout_s

@@ -33,6 +33,8 @@ class SchedulerConfig:
     num_workers: int = 1
     # How soon after arrival a newcomer's first audio is due, for the deadline order above.
     first_audio_target_s: float = 0.25
+    # A running stream's audio is due this long before its client runs dry (the trip to the client).
+    delivery_margin_s: float = 0.0
 
 
 class Scheduler:
@@ -87,7 +89,8 @@ class Scheduler:
             return ready
         costs = {id(r): self._cost(r.slot) if r.slot is not None else 0.0 for r in ready}
         target = self.config.first_audio_target_s
-        latest_start = {id(r): r.deadline(self._sample_rate, target) - costs[id(r)] for r in ready}
+        margin = self.config.delivery_margin_s
+        latest_start = {id(r): r.deadline(self._sample_rate, target, margin) - costs[id(r)] for r in ready}
         if urgent_within_s is not None:
             horizon = time.monotonic() + urgent_within_s
             ready = [r for r in ready if r.first_audio_time is None or latest_start[id(r)] < horizon]

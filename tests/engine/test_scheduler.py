@@ -26,11 +26,11 @@ def test_budget_takes_the_earliest_deadlines_and_newcomers_first() -> None:
     scheduler = Scheduler(config, cost=lambda _: 0.01, sample_rate=1000)
     _running(scheduler, "comfortable", first_audio_ago=1.0, sent_s=9.0)  # 8 s of audio buffered
     _running(scheduler, "almost-dry", first_audio_ago=5.0, sent_s=5.2)  # 0.2 s left
-    _running(scheduler, "newcomer", first_audio_ago=None, sent_s=0.0)  # no audio yet: due now
+    _running(scheduler, "newcomer", first_audio_ago=None, sent_s=0.0)  # no audio yet: due 0.25 s after admission
     _running(scheduler, "some-slack", first_audio_ago=2.0, sent_s=4.0)  # 2 s left
     scheduler.admit()
     picked = [r.request_id for r in scheduler.pick(0.02)]
-    assert picked == ["newcomer", "almost-dry"]  # two slots fit 0.02 s at 0.01 s each
+    assert picked == ["almost-dry", "newcomer"]  # two slots fit 0.02 s at 0.01 s each; running dry goes first
 
 
 def test_without_a_budget_every_running_slot_steps() -> None:  # the GPU case
