@@ -58,6 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also report chorus's time outside the model forwards (synchronises each forward: slower on a GPU)",
     )
+    p.add_argument(
+        "--gate",
+        choices=["bfloat16", "float16"],
+        help="instead of timing: this precision against float32 through the audio-quality gate (qwen3_gate.py)",
+    )
+    p.add_argument("--gate-sentences", type=int, default=50, help="held-out sentences for --gate (the gate needs 50)")
     p.add_argument("--out", default="bench/results", help="folder for qwen3-<label>-<device>[-vtts].json and .png")
 
 
@@ -80,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             path = build_tiny_model(Path(tmp) / "model", kind="custom_voice", shape=args.shape, dtype=dtype)
             label = args.label or args.shape
+        if args.gate:
+            from chorus.bench.qwen3_gate import run_gate
+
+            return run_gate(args, path, label, device)
         return _bench(args, path, label, device, dtype, streams)
 
 

@@ -89,3 +89,34 @@ def test_a_python_without_vtts_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(VttsError, match="vTTS"):
         VttsBaseline(sys.executable, tmp_path, threads=1, max_slots=2, emit_every_frames=6, device="cpu")
+
+
+def test_a_dtype_gate_is_bounded_by_float32_against_itself() -> None:
+    from chorus.bench.quality_gate import GateBounds, GateReport, SentenceScore
+    from chorus.bench.qwen3_gate import bounds_from
+
+    def score(mcd: float, similarity: float, candidate_errors: int) -> SentenceScore:
+        return SentenceScore("a b c d e", mcd, similarity, 5, 1, candidate_errors, "", "")
+
+    yardstick = GateReport((score(2.0, 0.98, 1), score(3.0, 0.96, 2)), GateBounds())
+    bounds = bounds_from(yardstick, sentences=50)
+    assert bounds.max_mean_mcd_db == pytest.approx(1.1 * 2.5 + 0.1)
+    assert bounds.min_mean_similarity == pytest.approx(0.97 - 0.02)
+    assert bounds.min_similarity == pytest.approx(0.96 - 0.03)
+    assert bounds.max_wer_increase == pytest.approx(0.1 + 0.02)  # 3 vs 2 errors in 10 words
+    assert bounds.min_sentences == 50
+
+
+@pytest.mark.slow
+def test_the_dtype_gate_runs_end_to_end_on_the_tiny_model(tmp_path: Path) -> None:
+    import subprocess
+
+    command = [sys.executable, "-m", "chorus.cli", "bench-qwen3", "--gate", "bfloat16", "--gate-sentences", "2"]
+    command += ["--frames", "8", "--threads", "1", "--out", str(tmp_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1 = the candidate failed the gate: still a verdict
+    (written,) = tmp_path.glob("qwen3-gate-*-bfloat16.json")
+    report = json.loads(written.read_text())
+    assert report["passed"] == (proc.returncode == 0)
+    assert {c["name"] for c in report["checks"]} >= {"mean MCD (dB)", "WER increase (abs.)"}
+    assert len(report["sentences"]) == 2 and math.isfinite(report["yardstick"]["mean_mcd_db"])
