@@ -67,8 +67,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--live-streams",
         type=_sizes,
-        default=[8, 12, 16, 20, 24],
-        help="concurrent live streams (default 8,12,16,20,24)",
+        default=[8, 16, 24, 32, 40, 44, 48, 52, 56],
+        help="concurrent live streams, the capacity ladder (default 8,16,24,32,40,44,48,52,56)",
     )
     p.add_argument("--window-s", type=float, default=30.0, help="seconds over which live streams arrive (30)")
     p.add_argument(
