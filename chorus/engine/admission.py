@@ -166,12 +166,14 @@ class AdmissionController:
         now: float,
         budget: Budget,
         horizon_s: float,
+        max_slots: int | None = None,
     ) -> list[float | None]:
         """Seconds from now until each waiting request (in admission order) would start, or None past horizon_s.
 
         A fluid simulation of the engine: the workers do the pending windows at full capacity in deadline order;
         whenever a window finishes, waiting requests are admitted while the bound holds (the same test as
-        ``admissible``), their windows joining the work from then on.
+        ``admissible``) and a slot is free (a stream holds its slot until its last window is done), their
+        windows joining the work from then on.
         """
         first_audio_s = self.config.first_audio_s
         starts: list[float | None] = [None] * len(waiting)
@@ -180,6 +182,8 @@ class AdmissionController:
         done = 0
         while done < len(waiting) and t - now <= horizon_s:
             n = self._admit(streams, waiting[done:], t, budget)
+            if max_slots is not None:
+                n = min(n, max(0, max_slots - sum(1 for jobs in streams if jobs)))
             for plan in waiting[done : done + n]:
                 starts[done] = t - now
                 streams.append(jobs_of(plan, t, first_audio_s, budget))
@@ -261,13 +265,19 @@ class PlannedAdmission:
         return self.controller.admissible(plans, [self.waiting_plan(r) for r in waiting], now, budget)
 
     def predict_first_audio(
-        self, running: Sequence[Request], waiting: Sequence[Request], now: float, budget: Budget, horizon_s: float
+        self,
+        running: Sequence[Request],
+        waiting: Sequence[Request],
+        now: float,
+        budget: Budget,
+        horizon_s: float,
+        max_slots: int | None = None,
     ) -> list[float | None]:
         """Seconds from now until each waiting request's first audio (its start plus its first window), or None
         when it would not start within ``horizon_s``."""
         plans = [self.waiting_plan(r) for r in waiting]
         running_plans = [self.running_plan(r, now, budget) for r in running]
-        starts = self.controller.predict_starts(running_plans, plans, now, budget, horizon_s)
+        starts = self.controller.predict_starts(running_plans, plans, now, budget, horizon_s, max_slots)
         return [
             None if start is None else start + (budget.wall(plan.windows[0]) if plan.windows else 0.0)
             for start, plan in zip(starts, plans, strict=True)

@@ -275,7 +275,8 @@ class Engine:
         horizon = MAX_PREDICTION_S  # beyond any wait limit: a refused caller still learns when to come back
         budget = admission.budget()
         while waiting:
-            firsts = admission.predict_first_audio(self.scheduler.running, waiting, now, budget, horizon)
+            running = self.scheduler.running
+            firsts = admission.predict_first_audio(running, waiting, now, budget, horizon, self.config.max_slots)
             refused = None
             for req, first in zip(waiting, firsts, strict=True):
                 is_new = req.predicted_first_audio is None
@@ -291,7 +292,7 @@ class Engine:
             wait = f"{first:.1f} s" if first is not None else f"more than {horizon:g} s"
             error = QueueFullError(
                 f"the server is at capacity: the wait for first audio would be {wait}, over this request's limit "
-                f"of {self._wait_limit(req, now):g} s",
+                f"of {self._wait_limit(req, now):.1f} s",
                 retry_after_s=first if first is not None else horizon,
             )
             self._finish(req, RequestStatus.FINISHED_ERROR, error)

@@ -91,8 +91,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture()
 def one_slot_server(tmp_path: Path) -> Iterator[Server]:
-    """One slot and a one-place queue: easy to fill."""
-    srv = start_server(tmp_path, {"worker": {"max_slots": 1}, "server": {"queue_limit": 1}})
+    """One slot and a one-place queue: easy to fill (and waits up to a minute allowed, so a queued request waits)."""
+    srv = start_server(tmp_path, {"worker": {"max_slots": 1}, "server": {"queue_limit": 1, "max_queue_wait_s": 60}})
     yield srv
     stop_server(srv)
 

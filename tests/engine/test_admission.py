@@ -101,6 +101,10 @@ def test_predicted_start_is_when_the_running_work_leaves_room() -> None:
     starts = controller().predict_starts([running], [newcomer, newcomer], 0.0, budget, horizon_s=10.0)
     assert starts == pytest.approx([0.9, 1.4])
     assert controller().predict_starts([running], [newcomer], 0.0, budget, horizon_s=0.5) == [None]
+    # With room to spare but one slot, held by the running stream until its last window is done (at 0.9).
+    roomy = Budget(8.0)
+    assert controller().predict_starts([running], [newcomer], 0.0, roomy, 10.0) == [0.0]
+    assert controller().predict_starts([running], [newcomer], 0.0, roomy, 10.0, max_slots=1) == pytest.approx([0.9 / 8])
 
 
 def test_load_model_learns_margin_and_speed() -> None:
