@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from chorus.models.base import SpeechInput, SynthesisParams
-from chorus.voices.conversion import ConversionModel
+from chorus.models.cloning.conversion import ConversionModel
+from chorus.models.cloning.voice_model import pack
 from chorus.voices.embedding import SpeakerEncoder
-from chorus.voices.voice_model import pack
 
 from .voice_report import SpeakerResult, mean_similarity, render_latency, render_markdown, render_table, write_plot
 from .voice_speakers import DEV, INSTALL_HINT, QUICK_SPEAKERS, SETS, Speaker, SpeakerSet, synthesize_target

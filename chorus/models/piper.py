@@ -33,6 +33,7 @@ from chorus.models.base import (
     Window,
     usable_cores,
 )
+from chorus.models.cloning import voice_model
 from chorus.models.piper_graph import PiperGraph
 from chorus.models.piper_noise import SegmentNoise, random_seed
 from chorus.models.piper_plan import (
@@ -42,10 +43,9 @@ from chorus.models.piper_plan import (
     plan_windows,
     window_end,
 )
-from chorus.voices import voice_model
 
 if TYPE_CHECKING:  # pyworld loads with the first cloned voice, not with every server
-    from chorus.voices.conversion import ConversionModel, StreamConverter
+    from chorus.models.cloning.conversion import ConversionModel, StreamConverter
 
 # Phonemes of a request's first segment (≈ 3 s of speech) and of any later one (≈ 10 s).
 FIRST_SEGMENT_PHONEMES = 48
@@ -53,7 +53,7 @@ MAX_SEGMENT_PHONEMES = 160
 DEFAULT_FIRST_EMIT_FRAMES = 48  # ≈ 0.56 s of audio: covers the wait for the second window under load
 DEFAULT_EMIT_EVERY_FRAMES = 86  # ≈ 1 s; later windows double up to MAX_WINDOW_FACTOR times this
 MAX_WINDOW_FACTOR = 3
-# Cloned voices: Piper's output converted towards the target speaker (chorus.voices.conversion). Without a
+# Cloned voices: Piper's output converted towards the target speaker (chorus.models.cloning.conversion). Without a
 # transcript of the reference, the conversion is fitted on statistics against this base-voice speech.
 VOICE_MODEL_METHOD = "piper-world-1"
 RENDER_SEED = 0
@@ -96,7 +96,7 @@ class PiperBackend:
     is_compute_bound = True
     is_autoregressive = False
     default_max_slots = 64
-    can_clone = True  # by conversion of this voice's output (chorus.voices.conversion)
+    can_clone = True  # by conversion of this voice's output (chorus.models.cloning.conversion)
 
     def __init__(
         self,
@@ -242,7 +242,7 @@ class PiperBackend:
     def build_voice(self, voice: ReferenceVoice) -> bytes:
         """Fit the conversion from this voice to the reference speaker: on the reference's own words rendered
         by this voice when the transcript is known (parallel), on speech statistics otherwise."""
-        from chorus.voices.conversion import ConversionModel
+        from chorus.models.cloning.conversion import ConversionModel
 
         target = np.asarray(voice.audio, dtype=np.float32)
         if voice.ref_text:
@@ -257,7 +257,7 @@ class PiperBackend:
         return voice_model.pack(self.voice_model_format, model.to_bytes())
 
     def load_voice(self, voice_id: str, data: bytes, language: str = "auto") -> None:
-        from chorus.voices.conversion import ConversionModel
+        from chorus.models.cloning.conversion import ConversionModel
 
         payload = voice_model.unpack(data, self.voice_model_format)
         try:

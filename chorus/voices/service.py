@@ -22,13 +22,13 @@ import numpy as np
 
 from chorus.errors import ChorusError, InvalidRequestError, QueueFullError
 from chorus.models.base import Backend, ReferenceVoice, VoiceCloner, VoiceInfo
+from chorus.models.cloning.voice_model import VoiceModelFormatError
 from chorus.store.errors import VoiceExistsError, VoiceNotFoundError
 from chorus.store.tables import VoiceRecord
 from chorus.store.voices import MAX_NAME_LEN, VoiceStore
 from chorus.voices.catalog import OPENAI_VOICES, VoiceCatalog
 from chorus.voices.embedding import EmbeddingCache, SpeakerEncoder
 from chorus.voices.preprocess import ReferenceLimits, preprocess_reference
-from chorus.voices.voice_model import VoiceModelFormatError
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ import torch
 
 from chorus.audio.resample import resample
 from chorus.models.base import ReferenceVoice, SlotState, SpeechInput, StepOutput, VoiceInfo
+from chorus.models.cloning import voice_model
 from chorus.models.qwen3.chunks import DECODE_CONTEXT_FRAMES, SAMPLES_PER_FRAME, ChunkDecoder, ChunkSchedule
 from chorus.models.qwen3.kvcache import SlotKVCache
 from chorus.models.qwen3.predictor import CodePredictor
@@ -38,7 +39,6 @@ from chorus.models.qwen3.sampling import (
     sample,
 )
 from chorus.models.qwen3.voice_prompt import checkpoint_digest, decode_prompt, encode_prompt
-from chorus.voices import voice_model
 
 SAMPLE_RATE = 24_000
 # Runaway guard besides max_frames: speech never needs this many frames per character of text.

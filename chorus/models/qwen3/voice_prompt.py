@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from chorus.voices.voice_model import VoiceModelFormatError
+from chorus.models.cloning.voice_model import VoiceModelFormatError
 
 
 def checkpoint_digest(path: Path) -> str:

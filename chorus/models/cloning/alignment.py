@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chorus.voices.world import apply_warp, coded, warp_table
+from chorus.models.cloning.world import apply_warp, coded, warp_table
 
 GMM_REG = 0.3  # with up to 16 mixtures on ~400-1200 frames, covariances need a firm floor
 WARP_GRID = (0.85, 0.925, 1.0, 1.075, 1.15, 1.225, 1.3)

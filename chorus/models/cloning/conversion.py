@@ -55,9 +55,9 @@ import numpy as np
 import pyworld
 
 from chorus.audio.resample import resample
-from chorus.voices import alignment, world
-from chorus.voices.conversion_stream import StreamConverter
-from chorus.voices.world import FFT_SIZE, HOP, ORDER
+from chorus.models.cloning import alignment, world
+from chorus.models.cloning.conversion_stream import StreamConverter
+from chorus.models.cloning.world import FFT_SIZE, HOP, ORDER
 
 FORMAT_VERSION = 1
 KINDS = ("parallel", "statistics", "fixed-warp")

@@ -1,4 +1,4 @@
-"""Voice conversion (chorus.voices.conversion) on real speech: espeak-ng's male en-us voice stands in for the
+"""Voice conversion (chorus.models.cloning.conversion) on real speech: espeak-ng's male en-us voice stands in for the
 base voice, its female en-us+f3 voice is the speaker to clone; resemblyzer judges who the result sounds like."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from chorus.voices.conversion import ConversionModel, StreamConverter
+from chorus.models.cloning.conversion import ConversionModel, StreamConverter
 from chorus.voices.embedding import SpeakerEncoder
 from tests.voices.speech import OTHER_SENTENCE, PARAGRAPH, SENTENCE, require_espeak, silence, speak
 

@@ -12,8 +12,8 @@ from typing import Protocol
 import numpy as np
 import pyworld
 
-from chorus.voices import world
-from chorus.voices.world import HOP
+from chorus.models.cloning import world
+from chorus.models.cloning.world import HOP
 
 CONTEXT = 4 * HOP  # samples of retained left context per block (dio's and cheaptrick's windows)
 LOOKAHEAD = 2 * HOP  # samples analysed past a block's end
@@ -21,7 +21,7 @@ CROSSFADE = 2 * HOP  # overlap of consecutive re-syntheses
 
 
 class FrameConverter(Protocol):
-    """What a stream needs of a fitted model (chorus.voices.conversion.ConversionModel)."""
+    """What a stream needs of a fitted model (chorus.models.cloning.conversion.ConversionModel)."""
 
     sample_rate: int
 

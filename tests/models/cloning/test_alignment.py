@@ -1,12 +1,12 @@
-"""Frame pairing for the conversion fit (chorus.voices.alignment) and the per-mixture maps fitted on the pairs."""
+"""Frame pairing for the conversion fit (chorus.models.cloning.alignment) and the maps fitted on the pairs."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from chorus.voices import alignment
-from chorus.voices.conversion import ConversionModel
-from chorus.voices.world import ORDER
+from chorus.models.cloning import alignment
+from chorus.models.cloning.conversion import ConversionModel
+from chorus.models.cloning.world import ORDER
 
 K = ORDER - 1  # coefficients the conversion maps
 
