@@ -48,6 +48,7 @@ class FakeBackend:
     fail_on_step: int | None = None  # raise from step() on this step number (engine failure)
     fail_text: str | None = None  # a slot whose text contains this fails alone
     step_delay_s: float = 0.0
+    prefill_errors: dict[str, Exception] = field(default_factory=dict)  # prefill raises it for a text holding the key
     steps: list[list[str]] = field(default_factory=list)  # request ids advanced by each step
     released: list[str] = field(default_factory=list)
     gate: threading.Event | None = None  # when set, step() waits for it (tests hold the engine still)
@@ -61,6 +62,10 @@ class FakeBackend:
         return len(inp.text.split())
 
     def prefill(self, inputs: Sequence[tuple[SpeechInput, Any]]) -> list[SlotState]:
+        for inp, _ in inputs:
+            for key, error in self.prefill_errors.items():
+                if key in inp.text:
+                    raise error
         return [FakeSlot(inp.request_id, text=inp.text, total=len(inp.text.split())) for inp, _ in inputs]
 
     def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:

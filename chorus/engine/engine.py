@@ -362,8 +362,11 @@ class Engine:
             for req in admitted:
                 try:
                     (req.slot,) = self.backend.prefill([(req.input, req.prepared)])
-                except Exception as e:
+                except ValueError as e:  # the backend's word for "this input cannot be spoken": the client's fault
                     self._finish(req, RequestStatus.FINISHED_ERROR, InvalidRequestError(str(e)))
+                except Exception as e:  # a fault of the backend: logged and answered 500, not blamed on the client
+                    log.exception("request %s failed in the backend's prefill", req.request_id)
+                    self._finish(req, RequestStatus.FINISHED_ERROR, SynthesisError(f"synthesis failed: {e!r}"))
             return
         for req, slot in zip(admitted, slots, strict=True):
             req.slot = slot

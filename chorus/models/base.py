@@ -133,7 +133,8 @@ class Backend(Protocol):
         ...
 
     def prefill(self, inputs: Sequence[tuple[SpeechInput, Any]]) -> list[SlotState]:
-        """Create the slot state of each joining request (conditioning, caches)."""
+        """Create the slot state of each joining request (conditioning, caches). ValueError means an input this
+        backend cannot speak (the client's fault, 400); any other exception is a fault of the backend (500)."""
         ...
 
     def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:

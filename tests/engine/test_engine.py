@@ -10,7 +10,7 @@ import pytest
 
 from chorus.engine.client import AsyncEngine
 from chorus.engine.request import RequestStatus
-from chorus.errors import EngineDeadError, QueueFullError, RequestTimeoutError, SynthesisError
+from chorus.errors import EngineDeadError, InvalidRequestError, QueueFullError, RequestTimeoutError, SynthesisError
 from tests.engine.helpers import make_engine, run_until_idle, submit
 from tests.fakes import FRAME_SAMPLES, FakeBackend, expected_audio
 
@@ -138,6 +138,22 @@ def test_a_failing_slot_fails_alone() -> None:
     assert bad.status == RequestStatus.FINISHED_ERROR
     assert isinstance(bad.final.error, SynthesisError)  # type: ignore[union-attr]
     assert good.status == RequestStatus.FINISHED_STOPPED
+
+
+def test_prefill_blames_the_client_only_for_inputs_the_backend_cannot_speak() -> None:
+    # ValueError from prefill: the input's fault (400); anything else: the backend's (500). Either fails alone.
+    backend = FakeBackend(prefill_errors={"unspeakable": ValueError("no phonemes"), "crash": RuntimeError("oom")})
+    engine = make_engine(backend)
+    _, bad_input = submit(engine, "unspeakable words", "bad-input")
+    _, fault = submit(engine, "crash now", "fault")
+    _, good = submit(engine, "fine words", "good")
+    run_until_idle(engine)
+    assert bad_input.status == fault.status == RequestStatus.FINISHED_ERROR
+    assert isinstance(bad_input.final.error, InvalidRequestError)  # type: ignore[union-attr]
+    assert isinstance(fault.final.error, SynthesisError)  # type: ignore[union-attr]
+    assert fault.final.error.status_code == 500  # type: ignore[union-attr]
+    assert good.status == RequestStatus.FINISHED_STOPPED
+    np.testing.assert_array_equal(good.audio(), expected_audio("fine words"))
 
 
 def test_max_frames_stops_runaway_autoregressive_requests() -> None:
