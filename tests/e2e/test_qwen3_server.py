@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("torch", reason="the qwen extra is not installed (scripts/install_qwen.sh)")
 pytest.importorskip("transformers", reason="the qwen extra is not installed (scripts/install_qwen.sh)")
 
-from chorus.models.qwen3.tiny import build_tiny_model
+from chorus.testing.qwen3_tiny import build_tiny_model
 from tests.e2e.conftest import Server, start_server, stop_server
 from tests.models.qwen3.conftest import reference_audio
 from tests.voices.speech import SENTENCE, speak, wav_bytes

@@ -1,1 +1,1 @@
-"""Qwen3-TTS backend (PyPI ``qwen-tts``): import shims, a tiny random-weight model for tests."""
+"""Qwen3-TTS backend (PyPI ``qwen-tts``) and its import shims; the tiny test model is in chorus.testing."""

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch", reason="the qwen extra is not installed (sc
 pytest.importorskip("transformers", reason="the qwen extra is not installed (scripts/install_qwen.sh)")
 
 from chorus.models.qwen3.backend import SAMPLE_RATE, CloneVoice, Qwen3Backend  # noqa: E402
-from chorus.models.qwen3.tiny import build_tiny_model  # noqa: E402
+from chorus.testing.qwen3_tiny import build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

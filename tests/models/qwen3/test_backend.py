@@ -197,7 +197,7 @@ def test_unknown_voice_and_language_are_value_errors(custom_voice: Qwen3Backend,
 
 
 def test_eos_stops_a_request_and_flushes_its_audio(tmp_path: Any) -> None:
-    from chorus.models.qwen3.tiny import build_tiny_model
+    from chorus.testing.qwen3_tiny import build_tiny_model
 
     path = build_tiny_model(tmp_path / "eos", kind="custom_voice", seed=3, eos_bias=5.0)
     backend = Qwen3Backend(path, dtype=torch.float64, max_slots=2, max_len=512)

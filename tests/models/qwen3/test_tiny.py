@@ -21,7 +21,6 @@ if missing := missing_requirements():
 import torch
 from safetensors.torch import load_file
 
-from chorus.models.qwen3 import tiny, tiny_config
 from chorus.models.qwen3.compat import (
     STUB_MARKER,
     STUBBED_MODULES,
@@ -29,6 +28,8 @@ from chorus.models.qwen3.compat import (
     load_qwen3,
     mel_filterbank,
 )
+from chorus.testing import qwen3_tiny as tiny
+from chorus.testing import qwen3_tiny_config as tiny_config
 
 SR = tiny_config.SAMPLE_RATE
 FRAME = tiny_config.SAMPLES_PER_FRAME

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chorus.models.qwen3.compat import import_qwen_tts, load_qwen3
-from chorus.models.qwen3.tiny_config import (
+from chorus.testing.qwen3_tiny_config import (
     CODEBOOK_SIZE,
     CODEC_EOS_ID,
     DECODER_GAIN,
