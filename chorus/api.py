@@ -12,7 +12,6 @@ Many threads may call ``stream``/``synthesize`` at once: their requests share th
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -22,18 +21,20 @@ import numpy as np
 
 from chorus.config import Settings, load_settings
 from chorus.engine.builder import build_engine
-from chorus.engine.client import new_request_id
-from chorus.engine.request import Request, RequestOutput
+from chorus.engine.client import AsyncEngine
+from chorus.engine.request import RequestOutput
 from chorus.errors import InvalidRequestError
-from chorus.models.base import SpeechInput, SynthesisParams, VoiceInfo
+from chorus.models.base import SynthesisParams, VoiceInfo
+from chorus.speech import BuiltinVoices, SpeechOrder, SpeechService, speech_limits
 from chorus.voices.catalog import VoiceCatalog
 
 
 class TTS:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
-        self.engine = build_engine(self.settings)
+        self.engine = AsyncEngine(build_engine(self.settings))
         self.voices = VoiceCatalog(self.engine.backend.voices())
+        self.speech = SpeechService(self.engine, BuiltinVoices(self.voices), speech_limits(self.settings))
         self.engine.start()
 
     @classmethod
@@ -58,30 +59,7 @@ class TTS:
             synthesis = SynthesisParams(**params)
         except TypeError as e:
             raise InvalidRequestError(str(e)) from e
-        inp = SpeechInput(new_request_id(), text, self.voices.resolve(voice).voice_id, synthesis)
-        try:
-            prepared = self.engine.backend.preprocess(inp)
-        except ValueError as e:
-            raise InvalidRequestError(str(e), param="input") from e
-        outputs: queue.Queue[RequestOutput] = queue.Queue()
-        self.engine.add_request(
-            Request(
-                inp, outputs.put, prepared=prepared, priority=priority, timeout_s=self.settings.server.request_timeout_s
-            )
-        )
-        finished = False
-        try:
-            while True:
-                out = outputs.get()
-                if out.is_finished:
-                    finished = True
-                    if out.error is not None:
-                        raise out.error
-                    return
-                yield out
-        finally:
-            if not finished:  # the caller stopped iterating early
-                self.engine.abort(inp.request_id)
+        return self.speech.stream(SpeechOrder(text, voice, synthesis, priority=priority, text_param="text"))
 
     def synthesize(self, text: str, voice: str | None = None, **params: Any) -> np.ndarray:
         """The whole audio of ``text`` as float32 mono at ``sample_rate``."""
@@ -89,7 +67,7 @@ class TTS:
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
     def close(self) -> None:
-        self.engine.shutdown()
+        self.engine.close()
 
     def __enter__(self) -> TTS:
         return self

@@ -1,4 +1,5 @@
-"""The async front of the engine, for the server: submit, stream, abort. The loop runs in its own thread."""
+"""The engine's front for the rest of the program: queue, stream, abort, read state. The loop runs in its own
+thread; a request's outputs reach an asyncio caller through :class:`ResponseStream`."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
-from chorus.engine.engine import Engine
+from chorus.engine.engine import Engine, RequestInfo
 from chorus.engine.request import Request, RequestOutput
-from chorus.errors import InvalidRequestError, QueueFullError
-from chorus.models.base import SpeechInput, SynthesisParams
+from chorus.errors import QueueFullError
+from chorus.models.base import Backend
 
 
 def new_request_id() -> str:
@@ -20,7 +21,7 @@ def new_request_id() -> str:
 class ResponseStream:
     """One request's outputs, fed from the engine thread through ``call_soon_threadsafe``."""
 
-    def __init__(self, engine: Engine, request_id: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, engine: AsyncEngine, request_id: str, loop: asyncio.AbstractEventLoop) -> None:
         self.engine = engine
         self.request_id = request_id
         self._loop = loop
@@ -57,9 +58,12 @@ class ResponseStream:
 
 
 class AsyncEngine:
-    def __init__(self, engine: Engine, *, request_timeout_s: float | None = None) -> None:
+    """The engine as the rest of the program sees it: queue a prepared request, abort one, read its state.
+    Building requests is :class:`chorus.speech.SpeechService`'s job; nothing outside the engine package reaches
+    into the engine loop itself."""
+
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.request_timeout_s = request_timeout_s
 
     def start(self) -> None:
         self.engine.start()
@@ -67,39 +71,54 @@ class AsyncEngine:
     async def shutdown(self, drain_timeout_s: float = 0.0) -> None:
         await asyncio.to_thread(self.engine.shutdown, drain_timeout_s)
 
-    async def submit(
-        self,
-        text: str,
-        voice_id: str,
-        *,
-        params: SynthesisParams | None = None,
-        priority: int = 0,
-        request_id: str | None = None,
-        timeout_s: float | None = None,
-    ) -> ResponseStream:
-        """Queue a request and return its stream at once (429 / 503 errors raise here)."""
+    def close(self) -> None:
+        self.engine.shutdown()
+
+    def check_queue(self) -> None:
+        """429 when the waiting queue is full: callers ask before doing any work for a request."""
+        if self.is_queue_full:
+            raise QueueFullError("the waiting queue is full", retry_after_s=self.engine.retry_after_s())
+
+    def add(self, req: Request) -> None:
+        self.engine.add_request(req)
+
+    def abort(self, request_id: str) -> None:
+        self.engine.abort(request_id)
+
+    def status(self, request_id: str) -> RequestInfo | None:
+        return self.engine.status(request_id)
+
+    def is_alive(self) -> bool:
+        return self.engine.is_alive()
+
+    @property
+    def backend(self) -> Backend:
+        return self.engine.backend
+
+    @property
+    def num_running(self) -> int:
+        return self.engine.num_running
+
+    @property
+    def num_waiting(self) -> int:
+        return self.engine.num_waiting
+
+    @property
+    def is_queue_full(self) -> bool:
+        return self.engine.num_waiting >= self.engine.config.queue_limit
+
+    def stats(self) -> dict[str, object]:
+        """Slots, queue, mode, what admission control learned and the engine's counters (``/v1/stats``)."""
         engine = self.engine
-        if engine.num_waiting >= engine.config.queue_limit:  # refuse before doing any work
-            raise QueueFullError("the waiting queue is full", retry_after_s=engine.retry_after_s())
-        inp = SpeechInput(request_id or new_request_id(), text, voice_id, params or SynthesisParams())
-        try:
-            # Phonemization / tokenization is CPU work: off the event loop, and off the engine loop.
-            prepared = await asyncio.to_thread(engine.backend.preprocess, inp)
-        except ValueError as e:
-            raise InvalidRequestError(str(e), param="input") from e
-        stream = ResponseStream(engine, inp.request_id, asyncio.get_running_loop())
-        engine.add_request(
-            Request(
-                inp,
-                stream.put_threadsafe,
-                prepared=prepared,
-                priority=priority,
-                timeout_s=_shortest(timeout_s, self.request_timeout_s),
-            )
-        )
-        return stream
-
-
-def _shortest(*limits: float | None) -> float | None:
-    present = [x for x in limits if x is not None]
-    return min(present) if present else None
+        return {
+            "active_slots": engine.num_running,
+            "max_slots": engine.config.max_slots,
+            "waiting": engine.num_waiting,
+            "queue_limit": engine.config.queue_limit,
+            "mode": engine.config.mode,
+            "backend": engine.backend.name,
+            "num_workers": engine.backend.num_workers,
+            # CPU admission control: what it learned (margin on CPU estimates, share of a core a worker gets).
+            "admission": engine.admission.describe() if engine.admission is not None else None,
+            **engine.metrics.snapshot(),
+        }

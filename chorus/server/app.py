@@ -19,6 +19,7 @@ from chorus.server.deps import ServerState
 from chorus.server.errors import install_error_handlers
 from chorus.server.routes import openai, ops, voices, vtts
 from chorus.server.uploads import UploadLimit
+from chorus.speech import SpeechService, speech_limits
 from chorus.store.blobs import BlobStore
 from chorus.store.settings import open_store
 from chorus.store.sql import SqlStore
@@ -50,16 +51,18 @@ def create_app(
         if swept:
             log.warning("removed %d voice(s) left half-registered by an earlier crash", len(swept))
         engine = await asyncio.to_thread(build_engine, settings, backend)
-        client = AsyncEngine(engine, request_timeout_s=settings.server.request_timeout_s)
+        client = AsyncEngine(engine)
         client.start()
         catalog = VoiceCatalog(engine.backend.voices())
+        voice_service = VoiceService(voice_store, catalog, engine.backend, encoder=SpeakerEncoder(), limits=limits)
         state = ServerState(
             settings=settings,
             engine=client,
+            speech=SpeechService(client, voice_service, speech_limits(settings)),
             voices=catalog,
             model_id=settings.model.name,
             started_at=time.time(),
-            voice_service=VoiceService(voice_store, catalog, engine.backend, encoder=SpeakerEncoder(), limits=limits),
+            voice_service=voice_service,
         )
         app.state.chorus = state
         log.info(

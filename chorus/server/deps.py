@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from chorus.config import Settings
 from chorus.engine.client import AsyncEngine
+from chorus.speech import SpeechService
 from chorus.store.tenants import DEFAULT_TENANT
 from chorus.voices.catalog import VoiceCatalog
 from chorus.voices.service import VoiceService
@@ -20,6 +21,7 @@ OPENAI_MODEL_ALIASES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
 class ServerState:
     settings: Settings
     engine: AsyncEngine
+    speech: SpeechService
     voices: VoiceCatalog
     model_id: str
     started_at: float
@@ -28,7 +30,7 @@ class ServerState:
 
     def accepts_model(self, name: str) -> bool:
         key = name.strip().lower()
-        return key in {self.model_id.lower(), self.engine.engine.backend.name.lower(), "chorus"} | OPENAI_MODEL_ALIASES
+        return key in {self.model_id.lower(), self.engine.backend.name.lower(), "chorus"} | OPENAI_MODEL_ALIASES
 
 
 def get_state(request: Request) -> ServerState:

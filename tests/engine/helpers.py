@@ -5,9 +5,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from chorus.engine.client import AsyncEngine
 from chorus.engine.engine import Engine, EngineConfig
 from chorus.engine.request import Request, RequestOutput, RequestStatus
 from chorus.models.base import Backend, SpeechInput, SynthesisParams
+from chorus.speech import BuiltinVoices, SpeechLimits, SpeechService
+from chorus.voices.catalog import VoiceCatalog
 
 
 @dataclass
@@ -36,6 +39,13 @@ def make_engine(backend: Backend, **config: object) -> Engine:
     defaults: dict[str, object] = {"max_slots": 4, "queue_limit": 16}
     defaults.update(config)
     return Engine(backend, EngineConfig(**defaults))  # type: ignore[arg-type]
+
+
+def speech_service(engine: Engine, max_input_chars: int = 100_000) -> tuple[AsyncEngine, SpeechService]:
+    """The engine behind the one request intake, resolving the backend's own voices (as the library does)."""
+    client = AsyncEngine(engine)
+    voices = BuiltinVoices(VoiceCatalog(engine.backend.voices()))
+    return client, SpeechService(client, voices, SpeechLimits(max_input_chars=max_input_chars))
 
 
 def submit(

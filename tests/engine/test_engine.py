@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from chorus.engine.client import AsyncEngine
 from chorus.engine.request import RequestStatus
 from chorus.errors import EngineDeadError, InvalidRequestError, QueueFullError, RequestTimeoutError, SynthesisError
-from tests.engine.helpers import make_engine, run_until_idle, submit
+from chorus.speech import SpeechOrder
+from tests.engine.helpers import make_engine, run_until_idle, speech_service, submit
 from tests.fakes import FRAME_SAMPLES, FakeBackend, expected_audio
 
 TEN = "one two three four five six seven eight nine ten"
@@ -183,9 +183,9 @@ def test_engine_failure_fails_every_request_instead_of_hanging() -> None:
 def test_async_client_propagates_engine_failure() -> None:
     async def scenario() -> None:
         engine = make_engine(FakeBackend(fail_on_step=1, step_delay_s=0.01))
-        client = AsyncEngine(engine)
+        client, speech = speech_service(engine)
         client.start()
-        stream = await client.submit(TEN, "fake")
+        stream = await speech.open(SpeechOrder(TEN))
         with pytest.raises(EngineDeadError):
             async for _ in stream:
                 pass
@@ -198,12 +198,12 @@ def test_async_client_streams_and_aborts() -> None:
     async def scenario() -> None:
         backend = FakeBackend(step_delay_s=0.005)
         engine = make_engine(backend)
-        client = AsyncEngine(engine)
+        client, speech = speech_service(engine)
         client.start()
-        full = await client.submit("a b c d", "fake")
+        full = await speech.open(SpeechOrder("a b c d"))
         audio = np.concatenate([out.audio async for out in full])
         np.testing.assert_array_equal(audio, expected_audio("a b c d"))
-        partial = await client.submit(TEN * 20, "fake")
+        partial = await speech.open(SpeechOrder(TEN * 20))
         await anext(partial)
         partial.abort()
         for _ in range(200):

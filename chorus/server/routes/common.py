@@ -1,23 +1,13 @@
-"""What the speech routes share: input checks and submission to the engine."""
+"""What the speech routes share: turning a route's body into a speech order for the speech service."""
 
 from __future__ import annotations
-
-import asyncio
 
 from chorus.engine.client import ResponseStream
 from chorus.errors import InvalidRequestError
 from chorus.models.base import SynthesisParams
 from chorus.server.deps import ServerState
 from chorus.server.schemas import SpeechKnobs
-
-
-def validate_text(state: ServerState, text: str, param: str) -> str:
-    limit = state.settings.server.max_input_chars
-    if len(text) > limit:
-        raise InvalidRequestError(f"{param} is {len(text)} characters; the limit is {limit}", param=param)
-    if not text.strip():
-        raise InvalidRequestError(f"{param} is blank", param=param)
-    return text
+from chorus.speech import SpeechOrder
 
 
 def request_id_from(header: str | None) -> str | None:
@@ -41,12 +31,7 @@ async def submit_speech(
     instructions: str | None = None,
     x_request_id: str | None = None,
 ) -> ResponseStream:
-    """Validate, resolve the voice and queue the request; 4xx/429/503 errors raise here, before any audio."""
-    text = validate_text(state, text, text_param)
-    service = state.voice_service
-    voice_id = service.builtin_id(voice)
-    if voice_id is None:  # a cloned voice: a store lookup, and its model loaded once per process
-        voice_id = await asyncio.to_thread(service.resolve, tenant_id, voice)
+    """Queue the request through the speech service; 4xx/429/503 errors raise here, before any audio."""
     defaults = SynthesisParams()
     params = SynthesisParams(
         speed=speed,
@@ -62,11 +47,14 @@ async def submit_speech(
         if knobs.repetition_penalty is None
         else knobs.repetition_penalty,
     )
-    return await state.engine.submit(
+    order = SpeechOrder(
         text,
-        voice_id,
-        params=params,
+        voice,
+        params,
         priority=knobs.priority,
+        tenant_id=tenant_id,
         request_id=request_id_from(x_request_id),
         timeout_s=knobs.timeout,
+        text_param=text_param,
     )
+    return await state.speech.open(order)

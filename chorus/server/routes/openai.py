@@ -70,7 +70,7 @@ async def _sse_body(
 
 @router.get("/models", summary="The loaded model (OpenAI-compatible)")
 async def list_models(state: StateDep) -> dict[str, object]:
-    backend = state.engine.engine.backend
+    backend = state.engine.backend
     return {
         "object": "list",
         "data": [

@@ -13,7 +13,7 @@ router = APIRouter(tags=["ops"])
 
 @router.get("/health", summary="Liveness and engine state")
 async def health(state: StateDep) -> JSONResponse:
-    engine = state.engine.engine
+    engine = state.engine
     alive = engine.is_alive()
     body = {
         "status": "ok" if alive else "engine_dead",
@@ -30,20 +30,20 @@ async def health(state: StateDep) -> JSONResponse:
 
 @router.get("/ready", summary="Readiness: 200 when new requests are accepted")
 async def ready(state: StateDep) -> JSONResponse:
-    engine = state.engine.engine
+    engine = state.engine
     reasons = []
     if not engine.is_alive():
         reasons.append("engine is not running")
     if state.is_draining:
         reasons.append("server is draining")
-    if engine.num_waiting >= engine.config.queue_limit:
+    if engine.is_queue_full:
         reasons.append("waiting queue is full")
     return JSONResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
 
 
 @router.get("/v1/requests/{request_id}", summary="Status, queue position and ETA of a request")
 async def request_status(request_id: str, state: StateDep) -> dict[str, object]:
-    info = state.engine.engine.status(request_id)
+    info = state.engine.status(request_id)
     if info is None:
         raise NotFoundError(f"no waiting or running request {request_id!r}", param="request_id")
     return {"id": info.request_id, "status": info.status, "queue_position": info.queue_position, "eta_s": info.eta_s}

@@ -51,7 +51,7 @@ async def _events(state: ServerState, stream: ResponseStream, fmt: str) -> Async
         # Report the queue position until the first audio arrives.
         first_task = asyncio.ensure_future(anext(stream, None))
         while not first_task.done():
-            info = state.engine.engine.status(rid)
+            info = state.engine.status(rid)
             if info is not None and info.queue_position is not None:
                 yield sse_event(
                     {"request_id": rid, "queue_position": info.queue_position, "eta_s": info.eta_s}, "queued"
@@ -86,19 +86,9 @@ async def list_voices(request: Request, state: StateDep) -> dict[str, object]:
 
 @router.get("/stats", summary="Engine statistics (vTTS-compatible)")
 async def stats(state: StateDep) -> dict[str, object]:
-    engine = state.engine.engine
     return {
-        "active_slots": engine.num_running,
-        "max_slots": engine.config.max_slots,
-        "waiting": engine.num_waiting,
-        "queue_limit": engine.config.queue_limit,
-        "mode": engine.config.mode,
-        "backend": engine.backend.name,
-        "num_workers": engine.backend.num_workers,
+        **state.engine.stats(),
         # Per-voice work done by this process: "embedded"/"built" at registration, "loaded" (from the store,
         # once per voice), "rebuilt" (a stored model made for another backend).
         "voice_work": dict(state.voice_service.counts),
-        # CPU admission control: what it learned (margin on CPU estimates, share of a core a worker gets).
-        "admission": engine.admission.describe() if engine.admission is not None else None,
-        **engine.metrics.snapshot(),
     }

@@ -1,0 +1,151 @@
+"""One way in for every synthesis: the HTTP routes, the library API (``chorus.TTS``) and the CLI build, check
+and queue their requests here, so a rule about requests (limits, voices, and later keys, marks and audit rows)
+is written once.
+
+    order = SpeechOrder("Hello.", voice="alloy", params=SynthesisParams(speed=1.1))
+    stream = await speech.open(order)        # the server: an async stream of outputs
+    for out in speech.stream(order): ...     # a thread: the library and the CLI
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chorus.config import Settings
+from chorus.engine.client import AsyncEngine, ResponseStream, new_request_id
+from chorus.engine.request import Request, RequestOutput
+from chorus.errors import InvalidRequestError
+from chorus.models.base import SpeechInput, SynthesisParams
+from chorus.store.tenants import DEFAULT_TENANT
+from chorus.voices.catalog import VoiceCatalog
+
+
+class VoiceResolver(Protocol):
+    """Names a caller uses → the engine's voice id."""
+
+    def builtin_id(self, name: str | None) -> str | None:
+        """A built-in voice's id without any I/O, or None when ``name`` is not one (it may be a cloned voice)."""
+        ...
+
+    def resolve(self, tenant_id: str, name: str | None, *, param: str = "voice") -> str:
+        """Any voice the tenant may use (may block: a store lookup, a model loaded once)."""
+        ...
+
+
+class BuiltinVoices:
+    """A resolver for a process without a voice store (the library, the CLI): the backend's own voices."""
+
+    def __init__(self, catalog: VoiceCatalog) -> None:
+        self.catalog = catalog
+
+    def builtin_id(self, name: str | None) -> str | None:
+        return self.catalog.resolve(name).voice_id
+
+    def resolve(self, tenant_id: str, name: str | None, *, param: str = "voice") -> str:
+        return self.catalog.resolve(name, param=param).voice_id
+
+
+@dataclass(frozen=True)
+class SpeechOrder:
+    """What a caller asks for, from whichever door it came in."""
+
+    text: str
+    voice: str | None = None
+    params: SynthesisParams = field(default_factory=SynthesisParams)
+    priority: int = 0
+    tenant_id: str = DEFAULT_TENANT
+    request_id: str | None = None  # the caller's name for it (X-Request-Id), else a new one
+    timeout_s: float | None = None  # the caller's own limit; the server's limit applies as well
+    text_param: str = "input"  # how the caller's API names the text, for error messages
+
+
+@dataclass(frozen=True)
+class SpeechLimits:
+    max_input_chars: int
+    request_timeout_s: float | None = None
+
+
+class SpeechService:
+    def __init__(self, engine: AsyncEngine, voices: VoiceResolver, limits: SpeechLimits) -> None:
+        self.engine = engine
+        self.voices = voices
+        self.limits = limits
+
+    async def open(self, order: SpeechOrder) -> ResponseStream:
+        """Check, resolve the voice, prepare and queue off the event loop; return the stream at once. 4xx, 429
+        and 503 errors raise here, before any audio."""
+        self._check(order)
+        voice_id = self.voices.builtin_id(order.voice)
+        if voice_id is None:  # a cloned voice: a store lookup, and its model loaded once per process
+            voice_id = await asyncio.to_thread(self.voices.resolve, order.tenant_id, order.voice)
+        inp = self._input(order, voice_id)
+        # Phonemization / tokenization is CPU work: off the event loop, and off the engine loop.
+        prepared = await asyncio.to_thread(self._prepare, inp)
+        stream = ResponseStream(self.engine, inp.request_id, asyncio.get_running_loop())
+        self.engine.add(self._request(order, inp, prepared, stream.put_threadsafe))
+        return stream
+
+    def stream(self, order: SpeechOrder) -> Iterator[RequestOutput]:
+        """The same for a thread: yield outputs as the engine makes them; raise the request's typed error on
+        failure; stopping early frees the slot."""
+        self._check(order)
+        inp = self._input(order, self.voices.resolve(order.tenant_id, order.voice))
+        prepared = self._prepare(inp)
+        outputs: queue.Queue[RequestOutput] = queue.Queue()
+        self.engine.add(self._request(order, inp, prepared, outputs.put))
+        finished = False
+        try:
+            while True:
+                out = outputs.get()
+                if out.is_finished:
+                    finished = True
+                    if out.error is not None:
+                        raise out.error
+                    if out.audio.size:
+                        yield out
+                    return
+                yield out
+        finally:
+            if not finished:  # the caller stopped iterating early
+                self.engine.abort(inp.request_id)
+
+    def _check(self, order: SpeechOrder) -> None:
+        limit, param = self.limits.max_input_chars, order.text_param
+        if len(order.text) > limit:
+            raise InvalidRequestError(f"{param} is {len(order.text)} characters; the limit is {limit}", param=param)
+        if not order.text.strip():
+            raise InvalidRequestError(f"{param} is blank", param=param)
+        self.engine.check_queue()  # refuse before doing any work
+
+    def _input(self, order: SpeechOrder, voice_id: str) -> SpeechInput:
+        return SpeechInput(order.request_id or new_request_id(), order.text, voice_id, order.params)
+
+    def _prepare(self, inp: SpeechInput) -> object:
+        try:
+            return self.engine.backend.preprocess(inp)
+        except ValueError as e:
+            raise InvalidRequestError(str(e), param="input") from e
+
+    def _request(
+        self, order: SpeechOrder, inp: SpeechInput, prepared: object, sink: Callable[[RequestOutput], None]
+    ) -> Request:
+        return Request(
+            inp,
+            sink,
+            prepared=prepared,
+            priority=order.priority,
+            timeout_s=_shortest(order.timeout_s, self.limits.request_timeout_s),
+        )
+
+
+def _shortest(*limits: float | None) -> float | None:
+    present = [x for x in limits if x is not None]
+    return min(present) if present else None
+
+
+def speech_limits(settings: Settings) -> SpeechLimits:
+    return SpeechLimits(settings.server.max_input_chars, settings.server.request_timeout_s)
