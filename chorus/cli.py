@@ -1,4 +1,4 @@
-"""``chorus serve | say | voices | bench | bench-qwen3 | bench-quality | bench-voices``."""
+"""``chorus serve | say | voices | keys | bench | bench-qwen3 | bench-quality | bench-voices``."""
 
 from __future__ import annotations
 
@@ -29,13 +29,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from chorus.models.registry import build_backend
     from chorus.server.app import create_app
+    from chorus.server.auth import check_can_start
+    from chorus.store.keys import KeyStore
 
     settings = _settings(args)
     logging.basicConfig(
         level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # Open the store and load the model before the server binds its port: a bad setting fails here, in one line.
-    app = create_app(settings, backend=build_backend(settings), store=_open_store(settings))
+    store = _open_store(settings)
+    check_can_start(settings, KeyStore(store[0]))  # keys required (a public bind) but none exists: refuse
+    app = create_app(settings, backend=build_backend(settings), store=store)
     uvicorn.run(
         app,
         host=settings.server.host,
@@ -106,6 +110,12 @@ def cmd_voices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from chorus.cli_keys import run_keys
+
+    return run_keys(args, _settings(args))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from chorus.bench.main import run_bench
 
@@ -156,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     voices = with_config(sub.add_parser("voices", help="list the voices"))
     voices.set_defaults(func=cmd_voices)
+
+    from chorus.cli_keys import add_arguments as add_keys_arguments
+
+    add_keys_arguments(sub.add_parser("keys", help="API keys: create, list, revoke"), cmd_keys)
 
     from chorus.bench.main import add_bench_arguments
 

@@ -98,6 +98,12 @@ class ServerConfig(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class AuthConfig(_Section):
+    # auto: keyless on a loopback bind (every caller is the default tenant), API keys required on any other
+    # bind; required: always; off: never (behind a gateway that authenticates).
+    mode: Literal["auto", "required", "off"] = "auto"
+
+
 class Settings(BaseSettings):
     """Everything chorus reads at start-up."""
 
@@ -108,6 +114,7 @@ class Settings(BaseSettings):
     model: ModelConfig = Field(default_factory=ModelConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     # SQL database + blob root (default: SQLite and files under data_dir; PostgreSQL / S3 for scale-out).
     store: StoreConfig = Field(default_factory=StoreConfig)
     data_dir: Path = Field(default_factory=default_data_dir)

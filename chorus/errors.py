@@ -26,6 +26,17 @@ class InvalidRequestError(ChorusError):
     error_type = "invalid_request_error"
 
 
+class AuthenticationError(ChorusError):
+    """No key, or a key this server does not accept (malformed, unknown, revoked); ``code`` says which."""
+
+    status_code = 401
+    error_type = "authentication_error"
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class NotFoundError(ChorusError):
     status_code = 404
     error_type = "not_found_error"
@@ -37,9 +48,10 @@ class QueueFullError(ChorusError):
     status_code = 429
     error_type = "rate_limit_error"
 
-    def __init__(self, message: str, *, retry_after_s: float) -> None:
+    def __init__(self, message: str, *, retry_after_s: float, code: str | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.code = code
 
 
 class RequestTimeoutError(ChorusError):

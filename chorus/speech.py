@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -18,7 +20,7 @@ from typing import Protocol
 from chorus.config import Settings
 from chorus.engine.client import AsyncEngine, ResponseStream, new_request_id
 from chorus.engine.request import Request, RequestOutput
-from chorus.errors import InvalidRequestError
+from chorus.errors import InvalidRequestError, QueueFullError
 from chorus.models.base import SpeechInput, SynthesisParams
 from chorus.store.tenants import DEFAULT_TENANT
 from chorus.voices.catalog import VoiceCatalog
@@ -61,6 +63,8 @@ class SpeechOrder:
     request_id: str | None = None  # the caller's name for it (X-Request-Id), else a new one
     timeout_s: float | None = None  # the caller's own limit; the server's limit applies as well
     text_param: str = "input"  # how the caller's API names the text, for error messages
+    key_id: str | None = None  # the API key it came with (None: keyless)
+    max_concurrency: int | None = None  # that key's limit on requests in flight at once (this process)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,14 @@ class SpeechService:
         self.engine = engine
         self.voices = voices
         self.limits = limits
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()  # per API key
+        self._owners: dict[str, str] = {}  # request id -> tenant, while in flight
+
+    def tenant_of_request(self, request_id: str) -> str | None:
+        """The tenant that queued this request while it is in flight (another tenant's ids read as unknown)."""
+        with self._lock:
+            return self._owners.get(request_id)
 
     async def open(self, order: SpeechOrder) -> ResponseStream:
         """Check, resolve the voice, prepare and queue off the event loop; return the stream at once. 4xx, 429
@@ -86,7 +98,7 @@ class SpeechService:
         # Phonemization / tokenization is CPU work: off the event loop, and off the engine loop.
         prepared = await asyncio.to_thread(self._prepare, inp)
         stream = ResponseStream(self.engine, inp.request_id, asyncio.get_running_loop())
-        self.engine.add(self._request(order, inp, prepared, stream.put_threadsafe))
+        self._add(order, inp, prepared, stream.put_threadsafe)
         return stream
 
     def stream(self, order: SpeechOrder) -> Iterator[RequestOutput]:
@@ -96,7 +108,7 @@ class SpeechService:
         inp = self._input(order, self.voices.resolve(order.tenant_id, order.voice))
         prepared = self._prepare(inp)
         outputs: queue.Queue[RequestOutput] = queue.Queue()
-        self.engine.add(self._request(order, inp, prepared, outputs.put))
+        self._add(order, inp, prepared, outputs.put)
         finished = False
         try:
             while True:
@@ -119,7 +131,17 @@ class SpeechService:
             raise InvalidRequestError(f"{param} is {len(order.text)} characters; the limit is {limit}", param=param)
         if not order.text.strip():
             raise InvalidRequestError(f"{param} is blank", param=param)
-        self.engine.check_queue()  # refuse before doing any work
+        # Refuse before doing any work: the key's own limit, then the shared queue.
+        if order.key_id is not None and order.max_concurrency is not None:
+            with self._lock:
+                busy = self._in_flight[order.key_id]
+            if busy >= order.max_concurrency:
+                raise QueueFullError(
+                    f"this API key already has {busy} requests in flight, its limit",
+                    retry_after_s=1.0,
+                    code="key_concurrency_limit",
+                )
+        self.engine.check_queue()
 
     def _input(self, order: SpeechOrder, voice_id: str) -> SpeechInput:
         return SpeechInput(order.request_id or new_request_id(), order.text, voice_id, order.params)
@@ -130,16 +152,41 @@ class SpeechService:
         except ValueError as e:
             raise InvalidRequestError(str(e), param="input") from e
 
-    def _request(
+    def _add(
         self, order: SpeechOrder, inp: SpeechInput, prepared: object, sink: Callable[[RequestOutput], None]
-    ) -> Request:
-        return Request(
+    ) -> None:
+        """Queue the request, counting it against its key and tenant until its final output."""
+        rid, key = inp.request_id, order.key_id
+
+        def release() -> None:
+            with self._lock:
+                self._owners.pop(rid, None)
+                if key is not None:
+                    self._in_flight[key] -= 1
+                    if self._in_flight[key] <= 0:
+                        del self._in_flight[key]
+
+        def counted_sink(out: RequestOutput) -> None:
+            if out.is_finished:
+                release()
+            sink(out)
+
+        with self._lock:
+            if key is not None:
+                self._in_flight[key] += 1
+            self._owners[rid] = order.tenant_id
+        request = Request(
             inp,
-            sink,
+            counted_sink,
             prepared=prepared,
             priority=order.priority,
             timeout_s=_shortest(order.timeout_s, self.limits.request_timeout_s),
         )
+        try:
+            self.engine.add(request)
+        except BaseException:
+            release()
+            raise
 
 
 def _shortest(*limits: float | None) -> float | None:

@@ -8,19 +8,21 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from chorus import __version__
 from chorus.config import Settings
 from chorus.engine.builder import build_engine
 from chorus.engine.client import AsyncEngine
 from chorus.models.base import Backend
+from chorus.server.auth import authenticate, check_can_start, keys_required
 from chorus.server.deps import ServerState
 from chorus.server.errors import install_error_handlers
 from chorus.server.routes import openai, ops, voices, vtts
 from chorus.server.uploads import UploadLimit
 from chorus.speech import SpeechService, speech_limits
 from chorus.store.blobs import BlobStore
+from chorus.store.keys import KeyStore
 from chorus.store.settings import open_store
 from chorus.store.sql import SqlStore
 from chorus.store.voices import VoiceStore
@@ -50,6 +52,8 @@ def create_app(
         swept = await asyncio.to_thread(voice_store.sweep_pending, SWEEP_PENDING_AFTER_S)
         if swept:
             log.warning("removed %d voice(s) left half-registered by an earlier crash", len(swept))
+        keys = KeyStore(sql)
+        await asyncio.to_thread(check_can_start, settings, keys)
         engine = await asyncio.to_thread(build_engine, settings, backend)
         client = AsyncEngine(engine)
         client.start()
@@ -63,6 +67,8 @@ def create_app(
             model_id=settings.model.name,
             started_at=time.time(),
             voice_service=voice_service,
+            keys=keys,
+            keys_required=keys_required(settings),
         )
         app.state.chorus = state
         log.info(
@@ -87,10 +93,12 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(openai.router)
-    app.include_router(vtts.router)
-    app.include_router(voices.router)
+    authenticated = [Depends(authenticate)]
+    app.include_router(openai.router, dependencies=authenticated)
+    app.include_router(vtts.router, dependencies=authenticated)
+    app.include_router(voices.router, dependencies=authenticated)
     app.include_router(ops.router)
+    app.include_router(ops.authenticated_router, dependencies=authenticated)
     # Uploads larger than a reference clip may be are refused before their body is read whole.
     app.add_middleware(UploadLimit, max_bytes=limits.max_bytes, paths=voices.UPLOAD_PATHS)
     return app

@@ -9,8 +9,9 @@ from fastapi import Depends, Request
 
 from chorus.config import Settings
 from chorus.engine.client import AsyncEngine
+from chorus.server.auth import Principal
 from chorus.speech import SpeechService
-from chorus.store.tenants import DEFAULT_TENANT
+from chorus.store.keys import KeyStore
 from chorus.voices.catalog import VoiceCatalog
 from chorus.voices.service import VoiceService
 
@@ -26,6 +27,8 @@ class ServerState:
     model_id: str
     started_at: float
     voice_service: VoiceService
+    keys: KeyStore
+    keys_required: bool
     is_draining: bool = False
 
     def accepts_model(self, name: str) -> bool:
@@ -41,6 +44,11 @@ def get_state(request: Request) -> ServerState:
 StateDep = Annotated[ServerState, Depends(get_state)]
 
 
-def tenant_of(_: Request) -> str:
-    """Every caller is the default tenant until API keys arrive; the routes already ask for it through this."""
-    return DEFAULT_TENANT
+def principal_of(request: Request) -> Principal:
+    """Who is calling, as ``chorus.server.auth.authenticate`` (a dependency of every /v1 route) found."""
+    principal: Principal = request.state.principal
+    return principal
+
+
+def tenant_of(request: Request) -> str:
+    return principal_of(request).tenant_id

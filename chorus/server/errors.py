@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from chorus.errors import ChorusError, QueueFullError
+from chorus.errors import AuthenticationError, ChorusError, QueueFullError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ def error_response(err: ChorusError) -> JSONResponse:
     headers = {}
     if isinstance(err, QueueFullError):
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
+    if isinstance(err, AuthenticationError):
+        headers["WWW-Authenticate"] = "Bearer"
     body = error_body(err.error_type, err.message, err.param, err.code)
     return JSONResponse(body, err.status_code, headers=headers)
 

@@ -149,3 +149,37 @@ class VoiceRecord:
             consent_id=row.consent_id,
             consent_status=row.consent_status,
         )
+
+
+KeyRole = Literal["admin", "user"]
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'user')", name="ck_api_keys_role"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", name="fk_api_keys_tenant"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    # SHA-256 of the key's random secret (see chorus.store.keys for why not a slow password hash).
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    max_concurrency: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """A key as it leaves the store: never its secret, nor the secret's hash."""
+
+    id: str
+    tenant_id: str
+    role: KeyRole
+    max_concurrency: int | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: ApiKeyRow) -> ApiKeyRecord:
+        role: KeyRole = "admin" if row.role == "admin" else "user"
+        return cls(row.id, row.tenant_id, role, row.max_concurrency, row.created_at, row.revoked_at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from chorus.engine.client import ResponseStream
 from chorus.errors import InvalidRequestError
 from chorus.models.base import SynthesisParams
+from chorus.server.auth import Principal
 from chorus.server.deps import ServerState
 from chorus.server.schemas import SpeechKnobs
 from chorus.speech import SpeechOrder
@@ -27,7 +28,7 @@ async def submit_speech(
     voice: str | None,
     knobs: SpeechKnobs,
     speed: float,
-    tenant_id: str,
+    principal: Principal,
     instructions: str | None = None,
     x_request_id: str | None = None,
 ) -> ResponseStream:
@@ -52,9 +53,11 @@ async def submit_speech(
         voice,
         params,
         priority=knobs.priority,
-        tenant_id=tenant_id,
+        tenant_id=principal.tenant_id,
         request_id=request_id_from(x_request_id),
         timeout_s=knobs.timeout,
         text_param=text_param,
+        key_id=principal.key_id,
+        max_concurrency=principal.max_concurrency,
     )
     return await state.speech.open(order)

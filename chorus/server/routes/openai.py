@@ -12,7 +12,7 @@ from chorus.audio.encode import MEDIA_TYPES
 from chorus.engine.client import ResponseStream
 from chorus.engine.request import RequestOutput
 from chorus.errors import ChorusError, InvalidRequestError
-from chorus.server.deps import StateDep, tenant_of
+from chorus.server.deps import StateDep, principal_of
 from chorus.server.routes.common import submit_speech
 from chorus.server.schemas import SpeechRequest
 from chorus.server.streaming import audio_body, encoded_chunks, error_event, first_output, sse_event
@@ -34,7 +34,7 @@ async def create_speech(
         voice=voice,
         knobs=body,
         speed=body.speed,
-        tenant_id=tenant_of(request),
+        principal=principal_of(request),
         instructions=body.instructions,
         x_request_id=x_request_id,
     )

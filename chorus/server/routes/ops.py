@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from chorus.errors import NotFoundError
-from chorus.server.deps import StateDep
+from chorus.server.deps import StateDep, tenant_of
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"])  # open: probes carry no key
+authenticated_router = APIRouter(tags=["ops"])
 
 
 @router.get("/health", summary="Liveness and engine state")
@@ -41,9 +42,9 @@ async def ready(state: StateDep) -> JSONResponse:
     return JSONResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
 
 
-@router.get("/v1/requests/{request_id}", summary="Status, queue position and ETA of a request")
-async def request_status(request_id: str, state: StateDep) -> dict[str, object]:
+@authenticated_router.get("/v1/requests/{request_id}", summary="Status, queue position and ETA of a request")
+async def request_status(request_id: str, request: Request, state: StateDep) -> dict[str, object]:
     info = state.engine.status(request_id)
-    if info is None:
+    if info is None or state.speech.tenant_of_request(request_id) != tenant_of(request):
         raise NotFoundError(f"no waiting or running request {request_id!r}", param="request_id")
     return {"id": info.request_id, "status": info.status, "queue_position": info.queue_position, "eta_s": info.eta_s}

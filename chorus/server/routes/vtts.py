@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from chorus.engine.client import ResponseStream
 from chorus.errors import ChorusError
-from chorus.server.deps import ServerState, StateDep, tenant_of
+from chorus.server.deps import ServerState, StateDep, principal_of, tenant_of
 from chorus.server.routes.common import submit_speech
 from chorus.server.routes.voices import builtin_voice_object, cloned_voice_object
 from chorus.server.schemas import GenerateRequest
@@ -37,7 +37,7 @@ async def generate(
         voice=body.voice,
         knobs=body,
         speed=body.speed,
-        tenant_id=tenant_of(request),
+        principal=principal_of(request),
         x_request_id=x_request_id,
     )
     events = _events(state, stream, body.response_format)
