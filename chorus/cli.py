@@ -1,4 +1,4 @@
-"""``chorus serve | say | voices | keys | bench | bench-qwen3 | bench-quality | bench-voices``."""
+"""``chorus serve | say | voices | keys | audit | bench | bench-qwen3 | bench-quality | bench-voices``."""
 
 from __future__ import annotations
 
@@ -116,6 +116,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return run_keys(args, _settings(args))
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from chorus.cli_audit import run_audit
+
+    return run_audit(args, _settings(args))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from chorus.bench.main import run_bench
 
@@ -170,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     from chorus.cli_keys import add_arguments as add_keys_arguments
 
     add_keys_arguments(sub.add_parser("keys", help="API keys: create, list, revoke"), cmd_keys)
+
+    from chorus.cli_audit import add_arguments as add_audit_arguments
+
+    add_audit_arguments(sub.add_parser("audit", help="the audit trail: verify, export, purge"), cmd_audit)
 
     from chorus.bench.main import add_bench_arguments
 

@@ -24,6 +24,7 @@ def add_arguments(keys: argparse.ArgumentParser, run: Callable[[argparse.Namespa
 
 
 def run_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from chorus.store.audit import AuditLog
     from chorus.store.keys import KeyStore
     from chorus.store.settings import open_store
 
@@ -35,6 +36,10 @@ def run_keys(args: argparse.Namespace, settings: Settings) -> int:
                 key, record = keys.create(args.tenant, role=args.role, max_concurrency=args.max_concurrency)
             except ValueError as e:
                 raise ChorusError(str(e)) from e
+            detail = {"role": record.role, "max_concurrency": record.max_concurrency}
+            AuditLog(sql).append(
+                "key.create", tenant_id=record.tenant_id, key_id=None, subject=record.id, detail=detail
+            )
             limit = record.max_concurrency or "none"
             print(f"created {record.id} for tenant {record.tenant_id} (role {record.role}, max concurrency {limit})")
             print("the key is shown only this once; store it now:")
@@ -48,6 +53,8 @@ def run_keys(args: argparse.Namespace, settings: Settings) -> int:
         else:
             if not keys.revoke(args.id):
                 raise NotFoundError(f"no key {args.id!r}")
+            tenant = next(r.tenant_id for r in keys.list() if r.id == args.id)
+            AuditLog(sql).append("key.revoke", tenant_id=tenant, subject=args.id)
             print(f"revoked {args.id}")
     finally:
         sql.close()

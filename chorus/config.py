@@ -104,6 +104,12 @@ class AuthConfig(_Section):
     mode: Literal["auto", "required", "off"] = "auto"
 
 
+class SafetyConfig(_Section):
+    # The audit trail keeps rows this long; older ones are purged daily, leaving a checkpoint row so the rest of
+    # the chain still verifies (chorus audit verify).
+    audit_retention_days: float = Field(default=90.0, gt=0, le=36_500)
+
+
 class Settings(BaseSettings):
     """Everything chorus reads at start-up."""
 
@@ -115,6 +121,7 @@ class Settings(BaseSettings):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
     # SQL database + blob root (default: SQLite and files under data_dir; PostgreSQL / S3 for scale-out).
     store: StoreConfig = Field(default_factory=StoreConfig)
     data_dir: Path = Field(default_factory=default_data_dir)

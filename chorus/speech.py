@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chorus.audit import AuditWriter, SynthesisReceipt
 from chorus.config import Settings
 from chorus.engine.client import AsyncEngine, ResponseStream, new_request_id
 from chorus.engine.request import Request, RequestOutput
@@ -24,6 +25,16 @@ from chorus.errors import InvalidRequestError, QueueFullError
 from chorus.models.base import SpeechInput, SynthesisParams
 from chorus.store.tenants import DEFAULT_TENANT
 from chorus.voices.catalog import VoiceCatalog
+
+
+class SpeechStream(ResponseStream):
+    """A request's outputs, with the receipt its audit row is made from (the HTTP layer feeds and seals it)."""
+
+    def __init__(
+        self, engine: AsyncEngine, request_id: str, loop: asyncio.AbstractEventLoop, receipt: SynthesisReceipt
+    ) -> None:
+        super().__init__(engine, request_id, loop)
+        self.receipt = receipt
 
 
 class VoiceResolver(Protocol):
@@ -63,6 +74,7 @@ class SpeechOrder:
     request_id: str | None = None  # the caller's name for it (X-Request-Id), else a new one
     timeout_s: float | None = None  # the caller's own limit; the server's limit applies as well
     text_param: str = "input"  # how the caller's API names the text, for error messages
+    response_format: str | None = None  # for the audit row
     key_id: str | None = None  # the API key it came with (None: keyless)
     max_concurrency: int | None = None  # that key's limit on requests in flight at once (this process)
 
@@ -74,10 +86,13 @@ class SpeechLimits:
 
 
 class SpeechService:
-    def __init__(self, engine: AsyncEngine, voices: VoiceResolver, limits: SpeechLimits) -> None:
+    def __init__(
+        self, engine: AsyncEngine, voices: VoiceResolver, limits: SpeechLimits, *, audit: AuditWriter | None = None
+    ) -> None:
         self.engine = engine
         self.voices = voices
         self.limits = limits
+        self.audit = audit
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()  # per API key
         self._owners: dict[str, str] = {}  # request id -> tenant, while in flight
@@ -87,7 +102,7 @@ class SpeechService:
         with self._lock:
             return self._owners.get(request_id)
 
-    async def open(self, order: SpeechOrder) -> ResponseStream:
+    async def open(self, order: SpeechOrder) -> SpeechStream:
         """Check, resolve the voice, prepare and queue off the event loop; return the stream at once. 4xx, 429
         and 503 errors raise here, before any audio."""
         self._check(order)
@@ -97,7 +112,16 @@ class SpeechService:
         inp = self._input(order, voice_id)
         # Phonemization / tokenization is CPU work: off the event loop, and off the engine loop.
         prepared = await asyncio.to_thread(self._prepare, inp)
-        stream = ResponseStream(self.engine, inp.request_id, asyncio.get_running_loop())
+        receipt = SynthesisReceipt(
+            self.audit,
+            tenant_id=order.tenant_id,
+            key_id=order.key_id,
+            voice_id=voice_id,
+            request_id=inp.request_id,
+            text=order.text,
+            response_format=order.response_format,
+        )
+        stream = SpeechStream(self.engine, inp.request_id, asyncio.get_running_loop(), receipt)
         self._add(order, inp, prepared, stream.put_threadsafe)
         return stream
 

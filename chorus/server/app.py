@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from chorus import __version__
+from chorus.audit import AuditWriter
 from chorus.config import Settings
 from chorus.engine.builder import build_engine
 from chorus.engine.client import AsyncEngine
@@ -21,6 +22,7 @@ from chorus.server.errors import install_error_handlers
 from chorus.server.routes import openai, ops, voices, vtts
 from chorus.server.uploads import UploadLimit
 from chorus.speech import SpeechService, speech_limits
+from chorus.store.audit import AuditLog
 from chorus.store.blobs import BlobStore
 from chorus.store.keys import KeyStore
 from chorus.store.settings import open_store
@@ -53,6 +55,7 @@ def create_app(
         if swept:
             log.warning("removed %d voice(s) left half-registered by an earlier crash", len(swept))
         keys = KeyStore(sql)
+        audit = AuditWriter(AuditLog(sql), retention_days=settings.safety.audit_retention_days)
         await asyncio.to_thread(check_can_start, settings, keys)
         engine = await asyncio.to_thread(build_engine, settings, backend)
         client = AsyncEngine(engine)
@@ -62,12 +65,13 @@ def create_app(
         state = ServerState(
             settings=settings,
             engine=client,
-            speech=SpeechService(client, voice_service, speech_limits(settings)),
+            speech=SpeechService(client, voice_service, speech_limits(settings), audit=audit),
             voices=catalog,
             model_id=settings.model.name,
             started_at=time.time(),
             voice_service=voice_service,
             keys=keys,
+            audit=audit,
             keys_required=keys_required(settings),
         )
         app.state.chorus = state
@@ -83,6 +87,9 @@ def create_app(
         finally:
             state.is_draining = True
             await client.shutdown(drain_timeout_s=DRAIN_TIMEOUT_S)
+            await asyncio.to_thread(
+                audit.close
+            )  # the rows of the last responses are written before the database closes
             sql.close()
 
     limits = ReferenceLimits()

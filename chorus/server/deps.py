@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from chorus.audit import AuditWriter
 from chorus.config import Settings
 from chorus.engine.client import AsyncEngine
 from chorus.server.auth import Principal
@@ -28,6 +29,7 @@ class ServerState:
     started_at: float
     voice_service: VoiceService
     keys: KeyStore
+    audit: AuditWriter
     keys_required: bool
     is_draining: bool = False
 

@@ -12,16 +12,16 @@ from starlette.requests import Request
 
 from chorus.audio.encode import make_encoder
 from chorus.audio.resample import StreamResampler
-from chorus.engine.client import ResponseStream
 from chorus.engine.request import RequestOutput
 from chorus.errors import ChorusError, RequestAbortedError
 from chorus.server.errors import error_body
+from chorus.speech import SpeechStream
 
 log = logging.getLogger(__name__)
 DISCONNECT_POLL_S = 0.1
 
 
-async def first_output(stream: ResponseStream, request: Request) -> RequestOutput | None:
+async def first_output(stream: SpeechStream, request: Request) -> RequestOutput | None:
     """Wait for the first audio (so errors before it still get a proper status code), watching for the
     client leaving meanwhile: a client gone while queued frees its place at once."""
     task = asyncio.ensure_future(anext(stream, None))
@@ -38,7 +38,7 @@ async def first_output(stream: ResponseStream, request: Request) -> RequestOutpu
             stream.abort()
 
 
-async def pcm_chunks(first: RequestOutput | None, stream: ResponseStream, out_rate: int) -> AsyncIterator[np.ndarray]:
+async def pcm_chunks(first: RequestOutput | None, stream: SpeechStream, out_rate: int) -> AsyncIterator[np.ndarray]:
     """Float32 chunks at ``out_rate``; aborts the request if the consumer stops early (disconnect)."""
     try:
         if first is None:
@@ -53,7 +53,7 @@ async def pcm_chunks(first: RequestOutput | None, stream: ResponseStream, out_ra
 
 
 async def audio_body(
-    first: RequestOutput | None, stream: ResponseStream, fmt: str, out_rate: int
+    first: RequestOutput | None, stream: SpeechStream, fmt: str, out_rate: int
 ) -> AsyncIterator[bytes]:
     try:
         async for data in encoded_chunks(first, stream, fmt, out_rate):
@@ -70,13 +70,33 @@ def sse_event(data: dict[str, object], event: str | None = None) -> bytes:
 
 
 async def encoded_chunks(
-    first: RequestOutput | None, stream: ResponseStream, fmt: str, out_rate: int
+    first: RequestOutput | None, stream: SpeechStream, fmt: str, out_rate: int
 ) -> AsyncIterator[bytes]:
-    """Encoded pieces (possibly empty), then the encoder's tail; raises ChorusError on failure."""
-    encoder = make_encoder(fmt, out_rate)
-    async for chunk in pcm_chunks(first, stream, out_rate):
-        yield encoder.encode(chunk)
-    yield encoder.finish()
+    """Encoded pieces (possibly empty), then the encoder's tail; raises ChorusError on failure. Every byte goes
+    through the request's audit receipt, which is sealed with the outcome when the body ends however it ends."""
+    receipt = stream.receipt
+    outcome = "aborted"  # unless it ends below: the client went away
+    try:
+        encoder = make_encoder(fmt, out_rate)
+        async for chunk in pcm_chunks(first, stream, out_rate):
+            data = encoder.encode(chunk)
+            receipt.delivered(data)
+            yield data
+        tail = encoder.finish()
+        receipt.delivered(tail)
+        yield tail
+        outcome = "ok"
+    except ChorusError as e:
+        outcome = outcome_of(e)
+        raise
+    finally:
+        receipt.audio_seconds = stream.audio_seconds
+        receipt.seal(outcome)
+
+
+def outcome_of(err: ChorusError) -> str:
+    """An audit row's outcome for a failed request: the error's code, else its type."""
+    return err.code or err.error_type
 
 
 def error_event(err: ChorusError, event: str | None = None) -> bytes:

@@ -183,3 +183,20 @@ class ApiKeyRecord:
     def from_row(cls, row: ApiKeyRow) -> ApiKeyRecord:
         role: KeyRole = "admin" if row.role == "admin" else "user"
         return cls(row.id, row.tenant_id, role, row.max_concurrency, row.created_at, row.revoked_at)
+
+
+class AuditRow(Base):
+    """One row of the hash-chained audit trail (chorus.store.audit); never updated, deleted only by retention."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_tenant_seq", "tenant_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(40))  # ISO 8601 UTC text: hashed as stored, on every database
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(40))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    subject: Mapped[str | None] = mapped_column(String(200))  # what the row is about: a voice, key or consent id
+    detail: Mapped[str] = mapped_column(Text)  # canonical JSON
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from chorus.engine.client import ResponseStream
 from chorus.errors import InvalidRequestError
 from chorus.models.base import SynthesisParams
 from chorus.server.auth import Principal
 from chorus.server.deps import ServerState
 from chorus.server.schemas import SpeechKnobs
-from chorus.speech import SpeechOrder
+from chorus.speech import SpeechOrder, SpeechStream
 
 
 def request_id_from(header: str | None) -> str | None:
@@ -31,7 +30,8 @@ async def submit_speech(
     principal: Principal,
     instructions: str | None = None,
     x_request_id: str | None = None,
-) -> ResponseStream:
+    response_format: str | None = None,
+) -> SpeechStream:
     """Queue the request through the speech service; 4xx/429/503 errors raise here, before any audio."""
     defaults = SynthesisParams()
     params = SynthesisParams(
@@ -57,6 +57,7 @@ async def submit_speech(
         request_id=request_id_from(x_request_id),
         timeout_s=knobs.timeout,
         text_param=text_param,
+        response_format=response_format,
         key_id=principal.key_id,
         max_concurrency=principal.max_concurrency,
     )

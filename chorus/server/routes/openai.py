@@ -9,13 +9,20 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from chorus.audio.encode import MEDIA_TYPES
-from chorus.engine.client import ResponseStream
 from chorus.engine.request import RequestOutput
 from chorus.errors import ChorusError, InvalidRequestError
 from chorus.server.deps import StateDep, principal_of
 from chorus.server.routes.common import submit_speech
 from chorus.server.schemas import SpeechRequest
-from chorus.server.streaming import audio_body, encoded_chunks, error_event, first_output, sse_event
+from chorus.server.streaming import (
+    audio_body,
+    encoded_chunks,
+    error_event,
+    first_output,
+    outcome_of,
+    sse_event,
+)
+from chorus.speech import SpeechStream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -37,8 +44,13 @@ async def create_speech(
         principal=principal_of(request),
         instructions=body.instructions,
         x_request_id=x_request_id,
+        response_format=body.response_format,
     )
-    first = await first_output(stream, request)
+    try:
+        first = await first_output(stream, request)
+    except ChorusError as e:
+        stream.receipt.seal(outcome_of(e))
+        raise
     out_rate = state.settings.server.output_sample_rate
     headers = {"X-Request-Id": stream.request_id}
     if first is not None and first.predicted_first_audio_s is not None:
@@ -52,7 +64,7 @@ async def create_speech(
 
 
 async def _sse_body(
-    first: RequestOutput | None, stream: ResponseStream, fmt: str, out_rate: int, num_chars: int
+    first: RequestOutput | None, stream: SpeechStream, fmt: str, out_rate: int, num_chars: int
 ) -> AsyncIterator[bytes]:
     num_bytes = 0
     try:

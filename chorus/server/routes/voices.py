@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from chorus.errors import InvalidRequestError
 from chorus.models.base import VoiceInfo
-from chorus.server.deps import ServerState, StateDep, tenant_of
+from chorus.server.deps import ServerState, StateDep, principal_of, tenant_of
 from chorus.store.tables import VoiceRecord
 from chorus.voices.preprocess import InvalidReferenceError
 
@@ -71,7 +71,7 @@ async def read_upload(state: ServerState, upload: StarletteUpload, param: str) -
 async def register(
     state: ServerState, request: Request, *, name: str, data: bytes, ref_text: str | None, language: str | None
 ) -> VoiceRecord:
-    return await asyncio.to_thread(
+    record = await asyncio.to_thread(
         state.voice_service.register,
         tenant_of(request),
         name=name,
@@ -79,6 +79,19 @@ async def register(
         ref_text=ref_text,
         language=language,
     )
+    detail = {"name": record.name, "reference_sha256": record.original_sha256, "duration_s": record.duration_s}
+    audit_event(state, request, "voice.create", record.id, detail)
+    return record
+
+
+async def delete(state: ServerState, request: Request, voice_id: str) -> None:
+    await asyncio.to_thread(state.voice_service.delete, tenant_of(request), voice_id)
+    audit_event(state, request, "voice.delete", voice_id, {})
+
+
+def audit_event(state: ServerState, request: Request, kind: str, subject: str, detail: dict[str, object]) -> None:
+    principal = principal_of(request)
+    state.audit.record(kind, tenant_id=principal.tenant_id, key_id=principal.key_id, subject=subject, detail=detail)
 
 
 @router.post("/audio/voices", status_code=201, summary="Register a cloned voice from reference audio")
@@ -115,7 +128,7 @@ async def get_voice(voice_id: str, request: Request, state: StateDep) -> dict[st
 
 @router.delete("/audio/voices/{voice_id}", summary="Delete a cloned voice and its stored audio")
 async def delete_voice(voice_id: str, request: Request, state: StateDep) -> dict[str, object]:
-    await asyncio.to_thread(state.voice_service.delete, tenant_of(request), voice_id)
+    await delete(state, request, voice_id)
     return {"id": voice_id, "object": "audio.voice.deleted", "deleted": True}
 
 
@@ -161,5 +174,5 @@ async def vtts_register(request: Request, state: StateDep) -> JSONResponse:
 
 @router.delete("/voices/{voice_id}", summary="Delete a cloned voice (vTTS-compatible)")
 async def vtts_delete(voice_id: str, request: Request, state: StateDep) -> dict[str, object]:
-    await asyncio.to_thread(state.voice_service.delete, tenant_of(request), voice_id)
+    await delete(state, request, voice_id)
     return {"voice_id": voice_id, "deleted": True}

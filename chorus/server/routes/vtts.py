@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
-from chorus.engine.client import ResponseStream
 from chorus.errors import ChorusError
 from chorus.server.deps import ServerState, StateDep, principal_of, tenant_of
 from chorus.server.routes.common import submit_speech
 from chorus.server.routes.voices import builtin_voice_object, cloned_voice_object
 from chorus.server.schemas import GenerateRequest
-from chorus.server.streaming import encoded_chunks, error_event, sse_event
+from chorus.server.streaming import encoded_chunks, error_event, outcome_of, sse_event
+from chorus.speech import SpeechStream
 
 router = APIRouter(prefix="/v1", tags=["vtts"])
 QUEUE_REPORT_S = 0.5
@@ -39,12 +39,13 @@ async def generate(
         speed=body.speed,
         principal=principal_of(request),
         x_request_id=x_request_id,
+        response_format=body.response_format,
     )
     events = _events(state, stream, body.response_format)
     return StreamingResponse(events, media_type="text/event-stream", headers={"X-Request-Id": stream.request_id})
 
 
-async def _events(state: ServerState, stream: ResponseStream, fmt: str) -> AsyncIterator[bytes]:
+async def _events(state: ServerState, stream: SpeechStream, fmt: str) -> AsyncIterator[bytes]:
     out_rate = state.settings.server.output_sample_rate
     rid = stream.request_id
     try:
@@ -72,9 +73,11 @@ async def _events(state: ServerState, stream: ResponseStream, fmt: str) -> Async
                 index += 1
         yield sse_event({"request_id": rid, "chunks": index, "audio_seconds": round(stream.audio_seconds, 3)}, "done")
     except ChorusError as e:
+        stream.receipt.seal(outcome_of(e))
         yield error_event(e, "error")
     finally:
         stream.abort()
+        stream.receipt.seal("aborted")  # the client left before the body ended (else it is sealed already)
 
 
 @router.get("/voices", summary="Voices, built-in and cloned (vTTS-compatible)")
