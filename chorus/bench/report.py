@@ -243,8 +243,11 @@ def rows_for(summary: Summary, workload: str) -> tuple[list[str], list[list[str]
 
 
 def ratio_rows(ratio: Mapping[str, Any], reference: str, workload: str) -> tuple[list[str], list[list[str]]]:
-    # Live throughput is set by the arrival rate, not by the server, so live compares first audio only.
+    # Live throughput is set by the arrival rate, not by the server, so live compares first audio only. Overload
+    # runs have no ratios: each system's N there is a multiple of its own capacity, so the rows do not pair up.
     header = ["baseline", "N", f"TTFA p95 {reference}/baseline"]
+    if workload == "overload":
+        return header, []
     if workload == "burst":
         header.append(f"throughput {reference}/baseline")
     rows = []

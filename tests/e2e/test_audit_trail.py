@@ -25,16 +25,18 @@ def test_synthesis_rows_hash_the_delivered_audio_and_the_chain_catches_an_edit(t
         text = "The audit trail keeps this sentence's hash."
         mp3 = httpx.post(
             f"{server.url}/v1/audio/speech",
-            json={"model": "tts-1", "input": text, "response_format": "mp3"},
+            json={"model": "tts-1", "voice": "alloy", "input": text, "response_format": "mp3"},
             timeout=60,
         )
-        assert mp3.status_code == 200
-        refused = httpx.post(f"{server.url}/v1/audio/speech", json={"model": "tts-1", "input": " "}, timeout=60)
+        assert mp3.status_code == 200, mp3.text
+        refused = httpx.post(
+            f"{server.url}/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": " "}, timeout=60
+        )
         assert refused.status_code == 400  # refused before any synthesis: no row
         with httpx.stream(
             "POST",
             f"{server.url}/v1/audio/speech",
-            json={"model": "tts-1", "input": text * 20, "response_format": "pcm"},
+            json={"model": "tts-1", "voice": "alloy", "input": text * 20, "response_format": "pcm"},
             timeout=60,
         ) as gone:
             next(gone.iter_bytes())  # the client leaves after its first audio

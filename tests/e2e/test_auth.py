@@ -128,7 +128,7 @@ def test_a_keys_concurrency_limit_is_429_with_retry_after(keyed: tuple[Server, P
     server, config = keyed
     limited = auth(create_key(config, "tenant-c", "--max-concurrency", "1"))
     other = auth(create_key(config, "tenant-c"))
-    body = {"model": "tts-1", "input": LONG_TEXT, "response_format": "pcm"}
+    body = {"model": "tts-1", "voice": "alloy", "input": LONG_TEXT, "response_format": "pcm"}
     with (
         httpx.Client(timeout=120) as client,
         client.stream("POST", f"{server.url}/v1/audio/speech", json=body, headers=limited) as running,

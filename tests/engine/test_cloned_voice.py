@@ -10,8 +10,8 @@ import pytest
 
 from chorus.engine.request import RequestStatus
 from chorus.models.base import ReferenceVoice, SpeechInput
+from chorus.models.cloning import voice_model
 from chorus.models.piper import PiperBackend
-from chorus.voices import voice_model
 from tests.engine.helpers import make_engine, run_until_idle, submit
 from tests.engine.test_batch_invariance import MAIN, OTHERS, QUIET
 from tests.voices.speech import OTHER_SENTENCE, SENTENCE, speak

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from chorus.errors import InvalidRequestError
+from chorus.models.cloning import voice_model
 from chorus.models.piper import PiperBackend
 from chorus.store import VoiceExistsError, VoiceStore, open_store
 from chorus.store.settings import StoreConfig
-from chorus.voices import voice_model
 from chorus.voices.catalog import VoiceCatalog
 from chorus.voices.embedding import SpeakerEncoder
 from chorus.voices.service import VoiceService
