@@ -105,34 +105,42 @@ class SpeechService:
     async def open(self, order: SpeechOrder) -> SpeechStream:
         """Check, resolve the voice, prepare and queue off the event loop; return the stream at once. 4xx, 429
         and 503 errors raise here, before any audio."""
-        self._check(order)
-        voice_id = self.voices.builtin_id(order.voice)
-        if voice_id is None:  # a cloned voice: a store lookup, and its model loaded once per process
-            voice_id = await asyncio.to_thread(self.voices.resolve, order.tenant_id, order.voice)
-        inp = self._input(order, voice_id)
-        # Phonemization / tokenization is CPU work: off the event loop, and off the engine loop.
-        prepared = await asyncio.to_thread(self._prepare, inp)
-        receipt = SynthesisReceipt(
-            self.audit,
-            tenant_id=order.tenant_id,
-            key_id=order.key_id,
-            voice_id=voice_id,
-            request_id=inp.request_id,
-            text=order.text,
-            response_format=order.response_format,
-        )
-        stream = SpeechStream(self.engine, inp.request_id, asyncio.get_running_loop(), receipt)
-        self._add(order, inp, prepared, stream.put_threadsafe)
+        release = self._admit(order)
+        try:
+            voice_id = self.voices.builtin_id(order.voice)
+            if voice_id is None:  # a cloned voice: a store lookup, and its model loaded once per process
+                voice_id = await asyncio.to_thread(self.voices.resolve, order.tenant_id, order.voice)
+            inp = self._input(order, voice_id)
+            # Phonemization / tokenization is CPU work: off the event loop, and off the engine loop.
+            prepared = await asyncio.to_thread(self._prepare, inp)
+            receipt = SynthesisReceipt(
+                self.audit,
+                tenant_id=order.tenant_id,
+                key_id=order.key_id,
+                voice_id=voice_id,
+                request_id=inp.request_id,
+                text=order.text,
+                response_format=order.response_format,
+            )
+            stream = SpeechStream(self.engine, inp.request_id, asyncio.get_running_loop(), receipt)
+            self._add(order, inp, prepared, stream.put_threadsafe, release)
+        except BaseException:  # refused, failed or cancelled (the client left) before it was queued
+            release()
+            raise
         return stream
 
     def stream(self, order: SpeechOrder) -> Iterator[RequestOutput]:
         """The same for a thread: yield outputs as the engine makes them; raise the request's typed error on
         failure; stopping early frees the slot."""
-        self._check(order)
-        inp = self._input(order, self.voices.resolve(order.tenant_id, order.voice))
-        prepared = self._prepare(inp)
-        outputs: queue.Queue[RequestOutput] = queue.Queue()
-        self._add(order, inp, prepared, outputs.put)
+        release = self._admit(order)
+        try:
+            inp = self._input(order, self.voices.resolve(order.tenant_id, order.voice))
+            prepared = self._prepare(inp)
+            outputs: queue.Queue[RequestOutput] = queue.Queue()
+            self._add(order, inp, prepared, outputs.put, release)
+        except BaseException:
+            release()
+            raise
         finished = False
         try:
             while True:
@@ -149,23 +157,45 @@ class SpeechService:
             if not finished:  # the caller stopped iterating early
                 self.engine.abort(inp.request_id)
 
-    def _check(self, order: SpeechOrder) -> None:
+    def _admit(self, order: SpeechOrder) -> Callable[[], None]:
+        """Check the text, then (before any work) the key's own limit and the shared queue. The request counts
+        against its key from here on, so two at once cannot both pass a limit; returns the (idempotent) release."""
         limit, param = self.limits.max_input_chars, order.text_param
         if len(order.text) > limit:
             raise InvalidRequestError(f"{param} is {len(order.text)} characters; the limit is {limit}", param=param)
         if not order.text.strip():
             raise InvalidRequestError(f"{param} is blank", param=param)
-        # Refuse before doing any work: the key's own limit, then the shared queue.
-        if order.key_id is not None and order.max_concurrency is not None:
-            with self._lock:
-                busy = self._in_flight[order.key_id]
-            if busy >= order.max_concurrency:
+        key = order.key_id
+        if key is None:
+            self.engine.check_queue()
+            return lambda: None
+        with self._lock:
+            busy = self._in_flight[key]
+            if order.max_concurrency is not None and busy >= order.max_concurrency:
                 raise QueueFullError(
                     f"this API key already has {busy} requests in flight, its limit",
                     retry_after_s=1.0,
                     code="key_concurrency_limit",
                 )
-        self.engine.check_queue()
+            self._in_flight[key] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released:
+                    return
+                released = True
+                self._in_flight[key] -= 1
+                if self._in_flight[key] <= 0:
+                    del self._in_flight[key]
+
+        try:
+            self.engine.check_queue()
+        except BaseException:
+            release()
+            raise
+        return release
 
     def _input(self, order: SpeechOrder, voice_id: str) -> SpeechInput:
         return SpeechInput(order.request_id or new_request_id(), order.text, voice_id, order.params)
@@ -177,18 +207,20 @@ class SpeechService:
             raise InvalidRequestError(str(e), param="input") from e
 
     def _add(
-        self, order: SpeechOrder, inp: SpeechInput, prepared: object, sink: Callable[[RequestOutput], None]
+        self,
+        order: SpeechOrder,
+        inp: SpeechInput,
+        prepared: object,
+        sink: Callable[[RequestOutput], None],
+        release_key: Callable[[], None],
     ) -> None:
-        """Queue the request, counting it against its key and tenant until its final output."""
-        rid, key = inp.request_id, order.key_id
+        """Queue the request; it counts against its key and belongs to its tenant until its final output."""
+        rid = inp.request_id
 
         def release() -> None:
             with self._lock:
                 self._owners.pop(rid, None)
-                if key is not None:
-                    self._in_flight[key] -= 1
-                    if self._in_flight[key] <= 0:
-                        del self._in_flight[key]
+            release_key()
 
         def counted_sink(out: RequestOutput) -> None:
             if out.is_finished:
@@ -196,8 +228,6 @@ class SpeechService:
             sink(out)
 
         with self._lock:
-            if key is not None:
-                self._in_flight[key] += 1
             self._owners[rid] = order.tenant_id
         request = Request(
             inp,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -78,3 +79,31 @@ def test_stopping_a_threaded_stream_early_frees_its_slot() -> None:
         assert "early" in backend.released
     finally:
         client.close()
+
+
+def test_a_keys_limit_holds_for_requests_that_arrive_together() -> None:
+    # Both pass their checks before either is queued (the first waits for its text preparation off the loop):
+    # the limit must still let only one through, and a refused or finished request frees its place.
+    client, speech = speech_service(make_engine(FakeBackend()))
+    order = SpeechOrder(TEXT, key_id="key_a", max_concurrency=1)
+
+    async def together() -> list[object]:
+        return await asyncio.gather(speech.open(order), speech.open(order), return_exceptions=True)
+
+    first, second = asyncio.run(together())
+    assert isinstance(second, QueueFullError) and second.code == "key_concurrency_limit"
+    assert not isinstance(first, BaseException)
+    client.start()  # the first one runs to its end (nobody listens) and frees the key's place
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                audio = np.concatenate([out.audio for out in speech.stream(order)])
+                break
+            except QueueFullError:
+                if time.monotonic() > deadline:
+                    pytest.fail("a finished request did not free its key's place")
+                time.sleep(0.01)
+    finally:
+        client.close()
+    np.testing.assert_array_equal(audio, expected_audio(TEXT))
