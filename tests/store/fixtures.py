@@ -145,6 +145,12 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return make_backend(str(request.param), request, tmp_path / "data")
 
 
+@pytest.fixture(params=["sqlite+file", "postgres+file"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each test on a fresh SQLite and a fresh PostgreSQL database (for tables without blobs)."""
+    return make_backend(str(request.param), request, tmp_path / "data")
+
+
 @pytest.fixture
 def voices(backend: Backend) -> Iterator[VoiceStore]:
     """A migrated VoiceStore with a second tenant, "acme", beside "default"."""

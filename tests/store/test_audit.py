@@ -8,19 +8,13 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select, update
 
 from chorus.store.audit import CHECKPOINT, GENESIS, AuditLog
 from chorus.store.tables import AuditRow, utcnow
-from tests.store.fixtures import Backend, make_backend
-
-
-@pytest.fixture(params=["sqlite+file", "postgres+file"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return make_backend(str(request.param), request, tmp_path / "data")
+from tests.store.fixtures import Backend
 
 
 @pytest.fixture

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from chorus.store.keys import KeyRejected, KeyStore
 from chorus.store.tables import ApiKeyRow
-from tests.store.fixtures import Backend, make_backend
-
-
-@pytest.fixture(params=["sqlite+file", "postgres+file"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield make_backend(str(request.param), request, tmp_path / "data")
+from tests.store.fixtures import Backend
 
 
 @pytest.fixture
