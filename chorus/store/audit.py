@@ -35,7 +35,11 @@ _APPEND_ATTEMPTS = 20
 def canonical(row: Mapping[str, Any]) -> bytes:
     """The bytes a row's hash covers: every field but the hash itself."""
     fields = {k: row[k] for k in ("seq", "at", "tenant_id", "kind", "key_id", "subject", "detail", "prev_hash")}
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _dumps(fields).encode()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def chain_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
@@ -81,7 +85,8 @@ class AuditLog:
     ) -> dict[str, Any]:
         """Append one row at the head of the chain; returns it (with its seq and hash)."""
         moment = (at or utcnow()).isoformat(timespec="microseconds")
-        body = json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        # Stored as canonical JSON; the row is hashed with it read back, exactly as verify will see it.
+        body = _dumps(dict(detail or {}))
         for _ in range(_APPEND_ATTEMPTS):
             with self.sql.session() as session:
                 last = session.execute(
@@ -99,19 +104,7 @@ class AuditLog:
                     "prev_hash": prev,
                 }
                 row["hash"] = chain_hash(prev, row)
-                session.add(
-                    AuditRow(
-                        seq=seq,
-                        at=moment,
-                        tenant_id=tenant_id,
-                        kind=kind,
-                        key_id=key_id,
-                        subject=subject,
-                        detail=body,
-                        prev_hash=prev,
-                        hash=row["hash"],
-                    )
-                )
+                session.add(AuditRow(**{**row, "detail": body}))
                 try:
                     session.commit()
                     return row
