@@ -51,10 +51,10 @@ def run_keys(args: argparse.Namespace, settings: Settings) -> int:
                 created = r.created_at.isoformat(timespec="seconds")
                 print(f"{r.id}\t{r.tenant_id}\t{r.role}\t{r.max_concurrency or '-'}\t{created}\t{revoked}")
         else:
-            if not keys.revoke(args.id):
+            gone = keys.revoke(args.id)
+            if gone is None:
                 raise NotFoundError(f"no key {args.id!r}")
-            tenant = next(r.tenant_id for r in keys.list() if r.id == args.id)
-            AuditLog(sql).append("key.revoke", tenant_id=tenant, subject=args.id)
+            AuditLog(sql).append("key.revoke", tenant_id=gone.tenant_id, subject=args.id)
             print(f"revoked {args.id}")
     finally:
         sql.close()

@@ -93,19 +93,20 @@ class KeyStore:
                 query = query.where(ApiKeyRow.tenant_id == tenant_id)
             return [ApiKeyRecord.from_row(r) for r in session.scalars(query)]
 
-    def revoke(self, key_id: str) -> bool:
-        """Revoke the key; False when no such key exists. Revoking twice keeps the first time."""
+    def revoke(self, key_id: str) -> ApiKeyRecord | None:
+        """Revoke the key and return it as revoked; None when no such key exists. Revoking twice keeps the first
+        time."""
         if not _ID_RE.fullmatch(key_id):
-            return False
+            return None
         with self.sql.session() as session:
-            exists = session.get(ApiKeyRow, key_id) is not None
             session.execute(
                 update(ApiKeyRow)
                 .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
             session.commit()
-        return exists
+            row = session.get(ApiKeyRow, key_id)
+            return ApiKeyRecord.from_row(row) if row is not None else None
 
     def count_active(self) -> int:
         with self.sql.session() as session:
