@@ -140,6 +140,18 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bench_consent(args: argparse.Namespace) -> int:
+    from chorus.bench.consent import run
+
+    return run(args)
+
+
+def cmd_bench_watermark(args: argparse.Namespace) -> int:
+    from chorus.bench.watermark import run
+
+    return run(args)
+
+
 def cmd_bench_voices(args: argparse.Namespace) -> int:
     from chorus.bench.voice_quality import main as run_voice_bench
 
@@ -200,6 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_quality_arguments(quality)
     quality.set_defaults(func=cmd_bench_quality)
+
+    from chorus.bench.watermark import add_arguments as add_watermark_arguments
+
+    watermark = sub.add_parser(
+        "bench-watermark", help="the audio watermark: detection after codecs and edits, false positives, cost"
+    )
+    add_watermark_arguments(watermark)
+    watermark.set_defaults(func=cmd_bench_watermark)
+
+    from chorus.bench.consent import add_arguments as add_consent_arguments
+
+    consent = sub.add_parser(
+        "bench-consent", help="spoken consent: right speaker accepted, wrong phrase, other speakers and clones refused"
+    )
+    add_consent_arguments(consent)
+    consent.set_defaults(func=cmd_bench_consent)
 
     # Listed here for `chorus --help`; main() hands it the rest of the line (`chorus bench-voices --help`).
     voice_bench = sub.add_parser(

@@ -108,6 +108,14 @@ class SafetyConfig(_Section):
     # The audit trail keeps rows this long; older ones are purged daily, leaving a checkpoint row so the rest of
     # the chain still verifies (chorus audit verify).
     audit_retention_days: float = Field(default=90.0, gt=0, le=36_500)
+    # A cloned voice needs the speaker's spoken consent (POST /v1/audio/voice_consents); off only for a server
+    # whose every reference clip is already consented outside chorus.
+    require_consent: bool = True
+    # How long a consent challenge's phrase may be recorded against (seconds).
+    challenge_ttl_s: float = Field(default=120.0, gt=0, le=3600)
+    # The least speaker-embedding similarity (GE2E cosine) between the consent recording and the reference clip
+    # for the same speaker: calibrated by `chorus bench-consent` (README, "Spoken consent").
+    consent_speaker_threshold: float = Field(default=0.80, ge=0.0, le=1.0)
 
 
 class Settings(BaseSettings):

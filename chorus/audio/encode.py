@@ -100,7 +100,7 @@ class _Sink:
 
 
 class AvEncoder:
-    def __init__(self, fmt: str, sample_rate: int) -> None:
+    def __init__(self, fmt: str, sample_rate: int, *, bit_rate: int | None = None) -> None:
         container, codec = _AV_FORMATS[fmt]
         self._sink = _Sink()
         self._container = av.open(self._sink, mode="w", format=container)
@@ -108,7 +108,9 @@ class AvEncoder:
         if not isinstance(stream, av.audio.stream.AudioStream):
             raise TypeError(f"{codec} is not an audio codec")
         self._stream = stream
-        if fmt == "mp3":
+        if bit_rate is not None:
+            self._stream.bit_rate = bit_rate
+        elif fmt == "mp3":
             self._stream.bit_rate = 128_000
         self._rate = sample_rate
         self._closed = False
@@ -132,11 +134,12 @@ class AvEncoder:
         return self._sink.drain()
 
 
-def make_encoder(fmt: str, sample_rate: int) -> StreamEncoder:
+def make_encoder(fmt: str, sample_rate: int, *, bit_rate: int | None = None) -> StreamEncoder:
+    """An encoder for ``fmt``; ``bit_rate`` (bits/s) for the lossy codecs (default: mp3 128k, the codec's own)."""
     if fmt == "pcm":
         return PcmEncoder()
     if fmt == "wav":
         return WavEncoder(sample_rate)
     if fmt in _AV_FORMATS:
-        return AvEncoder(fmt, sample_rate)
+        return AvEncoder(fmt, sample_rate, bit_rate=bit_rate)
     raise ValueError(f"unsupported response format {fmt!r}")

@@ -7,23 +7,27 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import Depends, FastAPI
 
 from chorus import __version__
 from chorus.audit import AuditWriter
 from chorus.config import Settings
+from chorus.consent.service import ConsentPolicy, ConsentService
 from chorus.engine.builder import build_engine
 from chorus.engine.client import AsyncEngine
 from chorus.models.base import Backend
 from chorus.server.auth import authenticate, check_can_start, keys_required
 from chorus.server.deps import ServerState
 from chorus.server.errors import install_error_handlers
+from chorus.server.routes import consents as consent_routes
 from chorus.server.routes import openai, ops, voices, vtts
 from chorus.server.uploads import UploadLimit
 from chorus.speech import SpeechService, speech_limits
 from chorus.store.audit import AuditLog
 from chorus.store.blobs import BlobStore
+from chorus.store.consents import ConsentStore
 from chorus.store.keys import KeyStore
 from chorus.store.settings import open_store
 from chorus.store.sql import SqlStore
@@ -38,6 +42,17 @@ DRAIN_TIMEOUT_S = 20.0
 # A voice still "pending" this long after it was started belongs to a registration that crashed (a live one on
 # another replica finishes in seconds): its row and blobs are removed at start-up.
 SWEEP_PENDING_AFTER_S = 3600.0
+# Expired challenges can only be refused; kept a day (for a client's late retry to read "expired"), then removed.
+CHALLENGES_KEPT = timedelta(days=1)
+
+
+def consent_policy(settings: Settings) -> ConsentPolicy:
+    safety = settings.safety
+    return ConsentPolicy(
+        require_consent=safety.require_consent,
+        challenge_ttl_s=safety.challenge_ttl_s,
+        speaker_threshold=safety.consent_speaker_threshold,
+    )
 
 
 def create_app(
@@ -54,6 +69,11 @@ def create_app(
         swept = await asyncio.to_thread(voice_store.sweep_pending, SWEEP_PENDING_AFTER_S)
         if swept:
             log.warning("removed %d voice(s) left half-registered by an earlier crash", len(swept))
+        consent_store = ConsentStore(sql, blobs)
+        released = await asyncio.to_thread(consent_store.release_orphans)
+        if released:
+            log.warning("released %d consent(s) claimed by registrations that did not finish", released)
+        await asyncio.to_thread(consent_store.purge_challenges, CHALLENGES_KEPT)
         keys = KeyStore(sql)
         audit = AuditWriter(AuditLog(sql), retention_days=settings.safety.audit_retention_days)
         await asyncio.to_thread(check_can_start, settings, keys)
@@ -61,7 +81,11 @@ def create_app(
         client = AsyncEngine(engine)
         client.start()
         catalog = VoiceCatalog(engine.backend.voices())
-        voice_service = VoiceService(voice_store, catalog, engine.backend, encoder=SpeakerEncoder(), limits=limits)
+        encoder = SpeakerEncoder()
+        consents = ConsentService(consent_store, encoder=encoder, policy=consent_policy(settings))
+        voice_service = VoiceService(
+            voice_store, catalog, engine.backend, encoder=encoder, limits=limits, consents=consents
+        )
         state = ServerState(
             settings=settings,
             engine=client,
@@ -70,6 +94,7 @@ def create_app(
             model_id=settings.model.name,
             started_at=time.time(),
             voice_service=voice_service,
+            consents=consents,
             keys=keys,
             audit=audit,
             keys_required=keys_required(settings),
@@ -104,8 +129,9 @@ def create_app(
     app.include_router(openai.router, dependencies=authenticated)
     app.include_router(vtts.router, dependencies=authenticated)
     app.include_router(voices.router, dependencies=authenticated)
+    app.include_router(consent_routes.router, dependencies=authenticated)
     app.include_router(ops.router)
     app.include_router(ops.authenticated_router, dependencies=authenticated)
     # Uploads larger than a reference clip may be are refused before their body is read whole.
-    app.add_middleware(UploadLimit, max_bytes=limits.max_bytes, paths=voices.UPLOAD_PATHS)
+    app.add_middleware(UploadLimit, max_bytes=limits.max_bytes, paths=voices.UPLOAD_PATHS | consent_routes.UPLOAD_PATHS)
     return app

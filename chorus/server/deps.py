@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from chorus.audit import AuditWriter
 from chorus.config import Settings
+from chorus.consent.service import ConsentService
 from chorus.engine.client import AsyncEngine
 from chorus.server.auth import Principal
 from chorus.speech import SpeechService
@@ -28,6 +29,7 @@ class ServerState:
     model_id: str
     started_at: float
     voice_service: VoiceService
+    consents: ConsentService
     keys: KeyStore
     audit: AuditWriter
     keys_required: bool

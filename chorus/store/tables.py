@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     text,
@@ -200,3 +201,80 @@ class AuditRow(Base):
     detail: Mapped[str] = mapped_column(Text)  # canonical JSON
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ChallengeRow(Base):
+    """A phrase the server asked a speaker to say: valid until ``expires_at``, used at most once."""
+
+    __tablename__ = "consent_challenges"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", name="fk_consent_challenges_tenant"))
+    phrase: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+@dataclass(frozen=True)
+class ChallengeRecord:
+    id: str
+    tenant_id: str
+    phrase: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: ChallengeRow) -> ChallengeRecord:
+        return cls(row.id, row.tenant_id, row.phrase, row.created_at, row.expires_at, row.used_at)
+
+
+class ConsentRow(Base):
+    """A speaker's recorded consent: the phrase heard, the recording (a blob) and its speaker embedding; the
+    voice it authorised once one used it (a consent authorises one voice)."""
+
+    __tablename__ = "voice_consents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", name="fk_voice_consents_tenant"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(32))
+    challenge_id: Mapped[str] = mapped_column(String(40))
+    phrase: Mapped[str] = mapped_column(String(200))
+    recording_sha256: Mapped[str] = mapped_column(String(64))
+    recording_key: Mapped[str] = mapped_column(String(512))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    voice_id: Mapped[str | None] = mapped_column(String(64))
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    id: str
+    tenant_id: str
+    name: str
+    language: str
+    challenge_id: str
+    phrase: str
+    recording_sha256: str
+    recording_key: str
+    embedding: bytes
+    created_at: datetime
+    voice_id: str | None
+
+    @classmethod
+    def from_row(cls, row: ConsentRow) -> ConsentRecord:
+        return cls(
+            id=row.id,
+            tenant_id=row.tenant_id,
+            name=row.name,
+            language=row.language,
+            challenge_id=row.challenge_id,
+            phrase=row.phrase,
+            recording_sha256=row.recording_sha256,
+            recording_key=row.recording_key,
+            embedding=row.embedding,
+            created_at=row.created_at,
+            voice_id=row.voice_id,
+        )

@@ -34,6 +34,10 @@ StageHook = Callable[[str, str], None]
 MAX_NAME_LEN = 200
 
 
+def new_voice_id() -> str:
+    return f"voice_{secrets.token_hex(12)}"
+
+
 def voice_prefix(tenant_id: str, voice_id: str) -> str:
     return f"voices/{tenant_id}/{voice_id}"
 
@@ -57,14 +61,17 @@ class VoiceStore:
         duration_s: float,
         sample_rate: int,
         conversion: bytes | None = None,
+        voice_id: str | None = None,
+        consent_id: str | None = None,
     ) -> VoiceRecord:
-        """Store a new voice; VoiceExistsError (409) if the tenant already has one by this name."""
+        """Store a new voice (under ``voice_id`` when the caller chose it: see ``new_voice_id``), with the consent
+        that authorised it; VoiceExistsError (409) if the tenant already has one by this name."""
         check_tenant_id(tenant_id)
         if not name.strip() or len(name) > MAX_NAME_LEN:
             raise InvalidRequestError(f"voice name must be 1-{MAX_NAME_LEN} characters", param="name")
         if not language or len(language) > 32:
             raise InvalidRequestError("language must be 1-32 characters", param="language")
-        voice_id = f"voice_{secrets.token_hex(12)}"
+        voice_id = voice_id or new_voice_id()
         prefix = voice_prefix(tenant_id, voice_id)
         payloads = {"original": original, "processed": processed, "embedding": embedding}
         if conversion is not None:
@@ -85,8 +92,8 @@ class VoiceStore:
             duration_s=float(duration_s),
             sample_rate=int(sample_rate),
             created_at=utcnow(),
-            consent_id=None,
-            consent_status="none",
+            consent_id=consent_id,
+            consent_status="verified" if consent_id is not None else "none",
         )
         self._insert(row)
         self._stage("row_inserted", voice_id)

@@ -20,12 +20,13 @@ from typing import Protocol
 
 import numpy as np
 
+from chorus.consent.service import ConsentService
 from chorus.errors import ChorusError, InvalidRequestError, QueueFullError
 from chorus.models.base import Backend, ReferenceVoice, VoiceCloner, VoiceInfo
 from chorus.models.cloning.voice_model import VoiceModelFormatError
 from chorus.store.errors import VoiceExistsError, VoiceNotFoundError
 from chorus.store.tables import VoiceRecord
-from chorus.store.voices import MAX_NAME_LEN, VoiceStore
+from chorus.store.voices import MAX_NAME_LEN, VoiceStore, new_voice_id
 from chorus.voices.catalog import OPENAI_VOICES, VoiceCatalog
 from chorus.voices.embedding import EmbeddingCache, SpeakerEncoder
 from chorus.voices.preprocess import ReferenceLimits, preprocess_reference
@@ -58,6 +59,7 @@ class VoiceService:
         encoder: Embedder,
         limits: ReferenceLimits | None = None,
         max_waiting_registrations: int = 4,
+        consents: ConsentService | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -66,6 +68,8 @@ class VoiceService:
         self.encoder = encoder
         self.limits = limits or ReferenceLimits()
         self.embeddings = EmbeddingCache()
+        # Spoken consent (None: a process without it, e.g. a test of the lifecycle alone; nothing is required).
+        self.consents = consents
         # Work done per voice, by kind ("built", "loaded", "rebuilt", "embedded"): tests prove nothing is redone.
         self.counts: Counter[str] = Counter()
         # Registrations run one at a time (each takes a core for a second or two); a few more may wait.
@@ -79,9 +83,17 @@ class VoiceService:
     # -- registration ----------------------------------------------------------------------------
 
     def register(
-        self, tenant_id: str, *, name: str, audio: bytes, ref_text: str | None, language: str | None
+        self,
+        tenant_id: str,
+        *,
+        name: str,
+        audio: bytes,
+        ref_text: str | None,
+        language: str | None,
+        consent: str | None = None,
     ) -> VoiceRecord:
-        """Validate everything cheap first, then do the work; nothing is stored unless all of it succeeds."""
+        """Validate everything cheap first, then do the work; nothing is stored unless all of it succeeds.
+        ``consent``: the id of the speaker's recorded consent (403 without one when consent is required)."""
         name = self._check_name(name)
         ref_text = self._check_ref_text(ref_text)
         language = self._check_language(language)
@@ -97,17 +109,27 @@ class VoiceService:
             self._waiting += 1
         try:
             with self._register_lock:
-                return self._register(cloner, tenant_id, name, audio, ref_text, language)
+                return self._register(cloner, tenant_id, name, audio, ref_text, language, consent)
         finally:
             with self._waiting_lock:
                 self._waiting -= 1
 
     def _register(
-        self, cloner: VoiceCloner, tenant_id: str, name: str, data: bytes, ref_text: str | None, language: str
+        self,
+        cloner: VoiceCloner,
+        tenant_id: str,
+        name: str,
+        data: bytes,
+        ref_text: str | None,
+        language: str,
+        consent_id: str | None,
     ) -> VoiceRecord:
-        # A name clash is cheap to find before the work (the store checks again, atomically, when it turns ready).
+        # A name clash and a missing consent are cheap to find before the work (the store checks the name again,
+        # atomically, when the voice turns ready; the consent is claimed atomically just before it is stored).
         if self.store.find_by_name(tenant_id, name) is not None:
             raise VoiceExistsError(f"a voice named {name!r} already exists", param="name")
+        gate = self.consents
+        consent = gate.admit(tenant_id, consent_id) if gate is not None else None
         ref = preprocess_reference(data, limits=self.limits)
         try:
             embedding = self.encoder.embed(ref.audio, ref.sample_rate)
@@ -116,6 +138,8 @@ class VoiceService:
                 f"no speaker could be measured in the audio sample: {e}", param="audio_sample"
             ) from e
         self.counts["embedded"] += 1
+        if gate is not None and consent is not None:
+            gate.check_speaker(consent, embedding)
         reference = ReferenceVoice("pending", np.asarray(ref.audio), ref.sample_rate, ref_text, language)
         try:
             model = cloner.build_voice(reference)
@@ -124,18 +148,28 @@ class VoiceService:
         except ValueError as e:
             raise InvalidRequestError(f"cannot build a voice from this sample: {e}", param="audio_sample") from e
         self.counts["built"] += 1
-        record = self.store.create(
-            tenant_id,
-            name,
-            language,
-            ref_text,
-            original=data,
-            processed=ref.processed_wav,
-            embedding=SpeakerEncoder.to_bytes(embedding),
-            duration_s=ref.duration_s,
-            sample_rate=ref.sample_rate,
-            conversion=model,
-        )
+        voice_id = new_voice_id()
+        if gate is not None and consent is not None:
+            gate.claim(consent, voice_id)
+        try:
+            record = self.store.create(
+                tenant_id,
+                name,
+                language,
+                ref_text,
+                original=data,
+                processed=ref.processed_wav,
+                embedding=SpeakerEncoder.to_bytes(embedding),
+                duration_s=ref.duration_s,
+                sample_rate=ref.sample_rate,
+                conversion=model,
+                voice_id=voice_id,
+                consent_id=consent.id if consent is not None else None,
+            )
+        except BaseException:
+            if gate is not None and consent is not None:
+                gate.release(consent, voice_id)
+            raise
         cloner.load_voice(record.id, model, language)
         self.embeddings.get_or_compute(record.id, lambda: embedding)
         log.info("registered voice %s (%r, tenant %s, %.1f s)", record.id, name, tenant_id, ref.duration_s)

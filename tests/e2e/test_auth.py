@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import Server, free_port, start_server, stop_server
-from tests.voices.speech import OTHER_SENTENCE, SENTENCE, speak, wav_bytes
+from tests.e2e.consent_flow import challenge, create_voice, give_consent, record, reference
+from tests.e2e.consent_flow import spoken as spoken_by
+from tests.voices.speech import OTHER_SENTENCE, SENTENCE
 
 pytestmark = [pytest.mark.e2e]
 LONG_TEXT = " ".join([SENTENCE, OTHER_SENTENCE] * 6)
@@ -84,14 +86,15 @@ def test_missing_bad_unknown_and_revoked_keys_are_401(keyed: tuple[Server, Path]
     assert httpx.get(f"{server.url}/ready", timeout=10).status_code == 200
 
 
-def test_another_tenants_voices_behave_like_unknown_ids(keyed: tuple[Server, Path]) -> None:
+def test_another_tenants_voices_and_consents_behave_like_unknown_ids(keyed: tuple[Server, Path]) -> None:
     server, config = keyed
     a, b = auth(create_key(config, "tenant-a")), auth(create_key(config, "tenant-b"))
-    audio, rate = speak(f"{SENTENCE} {OTHER_SENTENCE}", "en-us+f3")
-    files = {"audio_sample": ("ref.wav", wav_bytes(audio, rate), "audio/wav")}
-    made = httpx.post(f"{server.url}/v1/audio/voices", data={"name": "alice"}, files=files, headers=a, timeout=120)
+    consent_id = give_consent(server.url, a)
+    spare_consent = give_consent(server.url, a)  # unused: tenant B must not be able to use it either
+    made = create_voice(server.url, "alice", reference(), consent_id, a)
     assert made.status_code == 201, made.text
     voice_id = made.json()["id"]
+    unknown_consent = "cons_" + "0" * 24
     unknown_id = "voice_" + "0" * len(voice_id.removeprefix("voice_"))
 
     def as_b(method: str, path: str, **kw: object) -> httpx.Response:
@@ -100,14 +103,24 @@ def test_another_tenants_voices_behave_like_unknown_ids(keyed: tuple[Server, Pat
     listed = as_b("GET", "/v1/audio/voices").json()["data"]
     assert voice_id not in [v["id"] for v in listed]
     assert voice_id not in [v["id"] for v in as_b("GET", "/v1/voices").json()["voices"]]
-    for method, path in [
-        ("GET", "/v1/audio/voices/{}"),
-        ("DELETE", "/v1/audio/voices/{}"),
-        ("DELETE", "/v1/voices/{}"),
+    for method, path, theirs_id, unknown in [
+        ("GET", "/v1/audio/voices/{}", voice_id, unknown_id),
+        ("DELETE", "/v1/audio/voices/{}", voice_id, unknown_id),
+        ("DELETE", "/v1/voices/{}", voice_id, unknown_id),
+        ("GET", "/v1/audio/voice_consents/{}", consent_id, unknown_consent),
+        ("DELETE", "/v1/audio/voice_consents/{}", spare_consent, unknown_consent),
     ]:
-        theirs, unknown = as_b(method, path.format(voice_id)), as_b(method, path.format(unknown_id))
-        assert theirs.status_code == unknown.status_code == 404, (method, path)
-        assert theirs.json()["error"]["type"] == unknown.json()["error"]["type"]
+        theirs, nothing = as_b(method, path.format(theirs_id)), as_b(method, path.format(unknown))
+        assert theirs.status_code == nothing.status_code == 404, (method, path)
+        assert theirs.json()["error"]["type"] == nothing.json()["error"]["type"]
+    assert as_b("GET", "/v1/audio/voice_consents").json()["data"] == []
+    # A's consent cannot authorise B's voice (refused exactly as an unknown id), nor A's challenge B's consent.
+    for consent in (spare_consent, unknown_consent):
+        refused = create_voice(server.url, "bob", reference(), consent, b)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "consent_required")
+        assert refused.json()["error"]["message"] == f"no consent {consent!r}"
+    issued = challenge(server.url, a)
+    assert record(server.url, issued["id"], spoken_by(issued["phrase"]), b).status_code == 404
     for name in (voice_id, "alice"):
         speech = as_b("POST", "/v1/audio/speech", json={"model": "tts-1", "input": "Hello.", "voice": name})
         nobody = as_b("POST", "/v1/audio/speech", json={"model": "tts-1", "input": "Hello.", "voice": name + "x"})

@@ -125,6 +125,7 @@ def test_voice_registered_over_http_speaks_the_same_after_a_restart(tmp_path: Pa
     model = build_tiny_model(tmp_path / "model", kind="base", seed=1)
     config = {"model": {"name": "qwen3", "local_path": str(model)}, "worker": {"max_frames": 30}}
     config["data_dir"] = str(tmp_path / "data")
+    config["safety"] = {"require_consent": False}  # cloning itself is tested here; consent in test_consent.py
     audio, rate = speak(SENTENCE)
     server = start_server(tmp_path, config)
     try:

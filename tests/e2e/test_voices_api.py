@@ -72,8 +72,12 @@ def voice_work(server: Server) -> dict[str, int]:
     return work
 
 
+# These tests are about the voice lifecycle; consent has its own (tests/e2e/test_consent.py).
+NO_CONSENT = {"require_consent": False}
+
+
 def store_config(backend: Backend) -> dict[str, object]:
-    return {"store": backend.config_args, "data_dir": str(backend.data_dir)}
+    return {"store": backend.config_args, "data_dir": str(backend.data_dir), "safety": NO_CONSENT}
 
 
 def stored_blobs(backend: Backend, voice_id: str) -> list[str]:
@@ -142,7 +146,7 @@ def test_register_restart_speak_delete(store_backend: Backend, reference: bytes,
 @pytest.fixture(scope="module")
 def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
     root = tmp_path_factory.mktemp("voices-api")
-    server = start_server(root, {"data_dir": str(root / "data")})
+    server = start_server(root, {"data_dir": str(root / "data"), "safety": NO_CONSENT})
     yield server, root / "data"
     stop_server(server)
 
@@ -260,7 +264,7 @@ def test_duplicate_names_and_vtts_routes(sqlite_server: tuple[Server, Path], ref
 @pytest.mark.parametrize("stage", ["blob_written:processed"])  # the row exists, some blobs too
 def test_server_killed_mid_registration(stage: str, reference: bytes, tmp_path: Path) -> None:
     marker = tmp_path / "stalled"
-    config = {"data_dir": str(tmp_path / "data")}
+    config = {"data_dir": str(tmp_path / "data"), "safety": NO_CONSENT}
     server = start_server(tmp_path, config, launcher=[*STALLING_SERVER, stage, str(marker)])
     outcome: list[object] = []
     thread = threading.Thread(target=lambda: outcome.append(_try_register(server.url, reference)), daemon=True)

@@ -111,3 +111,24 @@ def encode(audio: np.ndarray, rate: int, fmt: str) -> bytes:
         for packet in stream.encode(None):
             container.mux(packet)
     return out.getvalue()
+
+
+FLITE = shutil.which("flite")
+
+
+@functools.lru_cache(maxsize=64)
+def _flite(text: str, voice: str) -> tuple[bytes, int]:
+    if FLITE is None:
+        pytest.skip("flite is not installed (scripts/install_bench_voices.sh): consent tests need English speech")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "out.wav"
+        subprocess.run([FLITE, "-voice", voice, "-t", text, "-o", str(path)], check=True, capture_output=True)
+        audio, rate = decode_audio(path.read_bytes())
+    return audio.tobytes(), rate
+
+
+def flite_speak(text: str, voice: str = "slt") -> tuple[np.ndarray, int]:
+    """(float32 mono speech, rate) from flite's clustergen voices (slt, rms, awb): English the consent
+    recogniser hears (it does not hear espeak-ng's formant speech)."""
+    data, rate = _flite(text, voice)
+    return np.frombuffer(data, np.float32).copy(), rate

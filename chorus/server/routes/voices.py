@@ -25,6 +25,7 @@ UPLOAD_PATHS = frozenset({"/v1/audio/voices", "/v1/voices/register"})
 # vTTS clients name the upload and the transcript in several ways; the first one present wins.
 VTTS_AUDIO_FIELDS = ("audio", "file", "audio_sample", "reference_audio", "ref_audio")
 VTTS_TEXT_FIELDS = ("ref_text", "text", "transcript", "reference_text")
+VTTS_CONSENT_FIELDS = ("consent", "consent_id")
 
 
 def cloned_voice_object(record: VoiceRecord) -> dict[str, object]:
@@ -39,6 +40,7 @@ def cloned_voice_object(record: VoiceRecord) -> dict[str, object]:
         "sample_rate": record.sample_rate,
         "created_at": int(record.created_at.timestamp()),
         "consent_status": record.consent_status,
+        "consent_id": record.consent_id,
     }
 
 
@@ -69,7 +71,14 @@ async def read_upload(state: ServerState, upload: StarletteUpload, param: str) -
 
 
 async def register(
-    state: ServerState, request: Request, *, name: str, data: bytes, ref_text: str | None, language: str | None
+    state: ServerState,
+    request: Request,
+    *,
+    name: str,
+    data: bytes,
+    ref_text: str | None,
+    language: str | None,
+    consent: str | None,
 ) -> VoiceRecord:
     record = await asyncio.to_thread(
         state.voice_service.register,
@@ -78,8 +87,14 @@ async def register(
         audio=data,
         ref_text=ref_text,
         language=language,
+        consent=consent,
     )
-    detail = {"name": record.name, "reference_sha256": record.original_sha256, "duration_s": record.duration_s}
+    detail = {
+        "name": record.name,
+        "reference_sha256": record.original_sha256,
+        "duration_s": record.duration_s,
+        "consent_id": record.consent_id,
+    }
     audit_event(state, request, "voice.create", record.id, detail)
     return record
 
@@ -102,9 +117,12 @@ async def create_voice(
     audio_sample: Annotated[UploadFile, File(description="3-30 s of the speaker: wav, flac, mp3, ogg or m4a")],
     ref_text: Annotated[str | None, Form(description="exact transcript of the sample (better cloning)")] = None,
     language: Annotated[str | None, Form(max_length=32)] = None,
+    consent: Annotated[
+        str | None, Form(max_length=64, description="the speaker's consent id (POST /v1/audio/voice_consents)")
+    ] = None,
 ) -> JSONResponse:
     data = await read_upload(state, audio_sample, "audio_sample")
-    record = await register(state, request, name=name, data=data, ref_text=ref_text, language=language)
+    record = await register(state, request, name=name, data=data, ref_text=ref_text, language=language, consent=consent)
     return JSONResponse(
         cloned_voice_object(record), status_code=201, headers={"Location": f"/v1/audio/voices/{record.id}"}
     )
@@ -158,6 +176,7 @@ async def vtts_register(request: Request, state: StateDep) -> JSONResponse:
         texts = [form[f] for f in VTTS_TEXT_FIELDS if f in form]
         ref_text = texts[0] if texts and isinstance(texts[0], str) else None
         language = form.get("language")
+        consent = next((form[f] for f in VTTS_CONSENT_FIELDS if f in form), None)
     finally:
         await form.close()
     record = await register(
@@ -167,6 +186,7 @@ async def vtts_register(request: Request, state: StateDep) -> JSONResponse:
         data=data,
         ref_text=ref_text,
         language=language if isinstance(language, str) else None,
+        consent=consent if isinstance(consent, str) else None,
     )
     body = {"voice_id": record.id, "status": "registered", **cloned_voice_object(record)}
     return JSONResponse(body, status_code=201, headers={"Location": f"/v1/audio/voices/{record.id}"})

@@ -1,0 +1,68 @@
+"""Challenge phrases and the recogniser that checks them (chorus.consent.phrases), on real English speech."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+from chorus.consent.phrases import PHRASE_WORDS, WORDS, PhraseChecker, grammar, new_phrase
+from tests.voices.speech import flite_speak
+
+
+@pytest.fixture(scope="module")
+def checker() -> PhraseChecker:
+    return PhraseChecker()
+
+
+def test_every_word_is_in_the_recognisers_dictionary() -> None:
+    import pocketsphinx
+
+    path = os.path.join(pocketsphinx.get_model_path(), "en-us", "cmudict-en-us.dict")
+    with open(path, encoding="utf-8") as f:
+        known = {line.split()[0].split("(")[0] for line in f if line.strip()}
+    assert set(WORDS) <= known and len(set(WORDS)) == len(WORDS) >= 150
+
+
+def test_phrases_are_distinct_random_words() -> None:
+    phrases = {new_phrase() for _ in range(200)}
+    assert len(phrases) == 200
+    for phrase in phrases:
+        words = phrase.split()
+        assert len(words) == PHRASE_WORDS and len(set(words)) == PHRASE_WORDS and set(words) <= set(WORDS)
+    assert new_phrase(rng=random.Random(1)) == new_phrase(rng=random.Random(1))
+
+
+def test_the_grammar_offers_other_words_at_every_position_but_never_the_phrases_own() -> None:
+    phrase = new_phrase(rng=random.Random(3))
+    text = grammar(phrase)
+    slots = text.split("=", 1)[1].strip(" ;\n").split(") (")
+    assert len(slots) == PHRASE_WORDS
+    for word, slot in zip(phrase.split(), slots, strict=True):
+        choices = slot.strip("( )").split(" | ")
+        assert choices[0] == word and len(set(choices)) == len(choices) > 10
+        assert not set(choices[1:]) & set(phrase.split())
+
+
+@pytest.mark.parametrize("voice", ["slt", "rms", "awb"])
+def test_the_phrase_is_heard_and_another_phrase_is_not(checker: PhraseChecker, voice: str) -> None:
+    rng = random.Random(voice)
+    for _ in range(2):
+        phrase, other = new_phrase(rng=rng), new_phrase(rng=rng)
+        said, rate = flite_speak(phrase, voice)
+        heard = checker.check(said, rate, phrase)
+        assert heard.matches and heard.heard == phrase
+        wrong, rate = flite_speak(other, voice)
+        assert not checker.check(wrong, rate, phrase).matches
+        # Half the phrase, then silence, is not the phrase either.
+        half, rate = flite_speak(" ".join(phrase.split()[:3]), voice)
+        assert not checker.check(half, rate, phrase).matches
+
+
+def test_silence_and_noise_are_not_the_phrase(checker: PhraseChecker) -> None:
+    phrase = new_phrase(rng=random.Random(5))
+    assert checker.check(np.zeros(48_000, np.float32), 16_000, phrase).matches is False
+    noise = np.random.default_rng(0).standard_normal(48_000).astype(np.float32) * 0.1
+    assert checker.check(noise, 16_000, phrase).matches is False
