@@ -27,6 +27,7 @@ from chorus.errors import InvalidRequestError
 from chorus.models.base import SynthesisParams, VoiceInfo
 from chorus.speech import BuiltinVoices, SpeechOrder, SpeechService, speech_limits
 from chorus.voices.catalog import VoiceCatalog
+from chorus.watermark.marking import Marking, configured_key, key_from_file
 
 
 class TTS:
@@ -34,7 +35,13 @@ class TTS:
         self.settings = settings or load_settings()
         self.engine = AsyncEngine(build_engine(self.settings))
         self.voices = VoiceCatalog(self.engine.backend.voices())
-        self.speech = SpeechService(self.engine, BuiltinVoices(self.voices), speech_limits(self.settings))
+        key = self.settings.safety.watermark_key
+        marking = Marking(
+            configured_key(key.get_secret_value() if key else None) or key_from_file(self.settings.data_dir)
+        )
+        self.speech = SpeechService(
+            self.engine, BuiltinVoices(self.voices), speech_limits(self.settings), marking=marking
+        )
         self.engine.start()
 
     @classmethod

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from chorus.errors import ConfigError
@@ -115,7 +115,10 @@ class SafetyConfig(_Section):
     challenge_ttl_s: float = Field(default=120.0, gt=0, le=3600)
     # The least speaker-embedding similarity (GE2E cosine) between the consent recording and the reference clip
     # for the same speaker: calibrated by `chorus bench-consent` (README, "Spoken consent").
-    consent_speaker_threshold: float = Field(default=0.80, ge=0.0, le=1.0)
+    consent_speaker_threshold: float = Field(default=0.75, ge=0.0, le=1.0)
+    # The secret key of the watermark every output carries (hex, or any passphrase). Unset: the server makes one
+    # and keeps it in its database (shared by every replica on it); the library keeps one in data_dir.
+    watermark_key: SecretStr | None = None
 
 
 class Settings(BaseSettings):

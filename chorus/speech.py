@@ -25,16 +25,39 @@ from chorus.errors import InvalidRequestError, QueueFullError
 from chorus.models.base import SpeechInput, SynthesisParams
 from chorus.store.tenants import DEFAULT_TENANT
 from chorus.voices.catalog import VoiceCatalog
+from chorus.watermark.marking import Marking, OutputMarker
 
 
 class SpeechStream(ResponseStream):
-    """A request's outputs, with the receipt its audit row is made from (the HTTP layer feeds and seals it)."""
+    """A request's outputs, watermarked, with the receipt its audit row is made from (the HTTP layer feeds and
+    seals it)."""
 
     def __init__(
-        self, engine: AsyncEngine, request_id: str, loop: asyncio.AbstractEventLoop, receipt: SynthesisReceipt
+        self,
+        engine: AsyncEngine,
+        request_id: str,
+        loop: asyncio.AbstractEventLoop,
+        receipt: SynthesisReceipt,
+        marker: OutputMarker | None = None,
     ) -> None:
         super().__init__(engine, request_id, loop)
         self.receipt = receipt
+        self._marker = marker
+        self._last: RequestOutput | None = None
+
+    async def __anext__(self) -> RequestOutput:
+        marker = self._marker
+        if marker is None:
+            return await super().__anext__()
+        try:
+            out = await super().__anext__()
+        except StopAsyncIteration:
+            tail = marker.tail(self._last) if self._last is not None else None
+            if tail is None:
+                raise
+            return tail
+        self._last = out
+        return marker.mark(out)
 
 
 class VoiceResolver(Protocol):
@@ -87,11 +110,22 @@ class SpeechLimits:
 
 class SpeechService:
     def __init__(
-        self, engine: AsyncEngine, voices: VoiceResolver, limits: SpeechLimits, *, audit: AuditWriter | None = None
+        self,
+        engine: AsyncEngine,
+        voices: VoiceResolver,
+        limits: SpeechLimits,
+        *,
+        marking: Marking | None,
+        audit: AuditWriter | None = None,
     ) -> None:
+        """``marking``: the watermark every output carries (None only where no audio leaves the process marked
+        on purpose: tests and benchmarks of the engine itself)."""
         self.engine = engine
         self.voices = voices
         self.limits = limits
+        self.marking = marking
+        if marking is not None:
+            marking.marker(DEFAULT_TENANT, engine.backend.sample_rate)  # refuses a rate the mark cannot take, now
         self.audit = audit
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()  # per API key
@@ -122,7 +156,10 @@ class SpeechService:
                 text=order.text,
                 response_format=order.response_format,
             )
-            stream = SpeechStream(self.engine, inp.request_id, asyncio.get_running_loop(), receipt)
+            marker = self._marker(order)
+            if self.marking is not None:
+                receipt.watermark = self.marking.receipt(order.tenant_id)
+            stream = SpeechStream(self.engine, inp.request_id, asyncio.get_running_loop(), receipt, marker)
             self._add(order, inp, prepared, stream.put_threadsafe, release)
         except BaseException:  # refused, failed or cancelled (the client left) before it was queued
             release()
@@ -141,6 +178,7 @@ class SpeechService:
         except BaseException:
             release()
             raise
+        marker = self._marker(order)
         finished = False
         try:
             while True:
@@ -149,13 +187,19 @@ class SpeechService:
                     finished = True
                     if out.error is not None:
                         raise out.error
-                    if out.audio.size:
-                        yield out
+                    last = marker.mark(out) if marker is not None else out
+                    if last.audio.size:
+                        yield last
                     return
-                yield out
+                yield marker.mark(out) if marker is not None else out
         finally:
             if not finished:  # the caller stopped iterating early
                 self.engine.abort(inp.request_id)
+
+    def _marker(self, order: SpeechOrder) -> OutputMarker | None:
+        if self.marking is None:
+            return None
+        return self.marking.marker(order.tenant_id, self.engine.backend.sample_rate)
 
     def _admit(self, order: SpeechOrder) -> Callable[[], None]:
         """Check the text, then (before any work) the key's own limit and the shared queue. The request counts

@@ -75,7 +75,7 @@ class ConsentRequiredError(ChorusError):
 class ConsentPolicy:
     require_consent: bool = True
     challenge_ttl_s: float = 120.0
-    speaker_threshold: float = 0.80
+    speaker_threshold: float = 0.75
 
 
 class ConsentService:

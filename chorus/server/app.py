@@ -22,13 +22,14 @@ from chorus.server.auth import authenticate, check_can_start, keys_required
 from chorus.server.deps import ServerState
 from chorus.server.errors import install_error_handlers
 from chorus.server.routes import consents as consent_routes
-from chorus.server.routes import openai, ops, voices, vtts
+from chorus.server.routes import openai, ops, verify, voices, vtts
 from chorus.server.uploads import UploadLimit
 from chorus.speech import SpeechService, speech_limits
 from chorus.store.audit import AuditLog
 from chorus.store.blobs import BlobStore
 from chorus.store.consents import ConsentStore
 from chorus.store.keys import KeyStore
+from chorus.store.secrets import shared_secret
 from chorus.store.settings import open_store
 from chorus.store.sql import SqlStore
 from chorus.store.voices import VoiceStore
@@ -36,6 +37,7 @@ from chorus.voices.catalog import VoiceCatalog
 from chorus.voices.embedding import SpeakerEncoder
 from chorus.voices.preprocess import ReferenceLimits
 from chorus.voices.service import VoiceService
+from chorus.watermark.marking import SECRET_NAME, Marking, configured_key
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 20.0
@@ -44,6 +46,11 @@ DRAIN_TIMEOUT_S = 20.0
 SWEEP_PENDING_AFTER_S = 3600.0
 # Expired challenges can only be refused; kept a day (for a client's late retry to read "expired"), then removed.
 CHALLENGES_KEPT = timedelta(days=1)
+
+
+def watermark_key(settings: Settings, sql: SqlStore) -> bytes:
+    key = settings.safety.watermark_key
+    return configured_key(key.get_secret_value() if key else None) or shared_secret(sql, SECRET_NAME)
 
 
 def consent_policy(settings: Settings) -> ConsentPolicy:
@@ -82,19 +89,21 @@ def create_app(
         client.start()
         catalog = VoiceCatalog(engine.backend.voices())
         encoder = SpeakerEncoder()
-        consents = ConsentService(consent_store, encoder=encoder, policy=consent_policy(settings))
+        marking = Marking(await asyncio.to_thread(watermark_key, settings, sql))
+        consents = ConsentService(consent_store, encoder=encoder, policy=consent_policy(settings), marks=marking)
         voice_service = VoiceService(
             voice_store, catalog, engine.backend, encoder=encoder, limits=limits, consents=consents
         )
         state = ServerState(
             settings=settings,
             engine=client,
-            speech=SpeechService(client, voice_service, speech_limits(settings), audit=audit),
+            speech=SpeechService(client, voice_service, speech_limits(settings), marking=marking, audit=audit),
             voices=catalog,
             model_id=settings.model.name,
             started_at=time.time(),
             voice_service=voice_service,
             consents=consents,
+            marking=marking,
             keys=keys,
             audit=audit,
             keys_required=keys_required(settings),
@@ -130,8 +139,13 @@ def create_app(
     app.include_router(vtts.router, dependencies=authenticated)
     app.include_router(voices.router, dependencies=authenticated)
     app.include_router(consent_routes.router, dependencies=authenticated)
+    app.include_router(verify.router, dependencies=authenticated)
     app.include_router(ops.router)
     app.include_router(ops.authenticated_router, dependencies=authenticated)
     # Uploads larger than a reference clip may be are refused before their body is read whole.
-    app.add_middleware(UploadLimit, max_bytes=limits.max_bytes, paths=voices.UPLOAD_PATHS | consent_routes.UPLOAD_PATHS)
+    app.add_middleware(
+        UploadLimit,
+        max_bytes=limits.max_bytes,
+        paths=voices.UPLOAD_PATHS | consent_routes.UPLOAD_PATHS | verify.UPLOAD_PATHS,
+    )
     return app

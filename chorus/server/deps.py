@@ -16,6 +16,7 @@ from chorus.speech import SpeechService
 from chorus.store.keys import KeyStore
 from chorus.voices.catalog import VoiceCatalog
 from chorus.voices.service import VoiceService
+from chorus.watermark.marking import Marking
 
 OPENAI_MODEL_ALIASES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
 
@@ -30,6 +31,7 @@ class ServerState:
     started_at: float
     voice_service: VoiceService
     consents: ConsentService
+    marking: Marking
     keys: KeyStore
     audit: AuditWriter
     keys_required: bool

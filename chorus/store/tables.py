@@ -278,3 +278,13 @@ class ConsentRecord:
             created_at=row.created_at,
             voice_id=row.voice_id,
         )
+
+
+class SecretRow(Base):
+    """A server-wide secret, made once by whichever replica needs it first (chorus.store.secrets)."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -83,8 +83,11 @@ def test_custom_voice_sse_routes_stream_chunks(custom_voice_server: Server) -> N
     audio_events = [json.loads(b.split("data: ", 1)[1]) for b in events if b.startswith("event: audio")]
     sizes = [len(base64.b64decode(e["audio"])) // 2 for e in audio_events]
     assert sum(sizes) == 30 * 1920
-    # The first chunk early (3 frames), then 6 frames each: max_emit_frames stops the growth to 12 and 24.
-    assert sizes[0] == 3 * 1920 and max(sizes) == 6 * 1920 and len(sizes) == 6, sizes
+    # The first chunk early (3 frames), then 6 frames each: max_emit_frames stops the growth to 12 and 24. The
+    # watermark finishes each sample one 20 ms hop (480 samples) later: every chunk gives its last hop to the
+    # next, and the last hop leaves at the end.
+    hop = 480
+    assert sizes == [3 * 1920 - hop, *[6 * 1920] * 4, 3 * 1920, hop], sizes
     with httpx.stream(
         "POST",
         f"{custom_voice_server.url}/v1/audio/speech",

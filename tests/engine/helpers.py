@@ -45,7 +45,7 @@ def speech_service(engine: Engine, max_input_chars: int = 100_000) -> tuple[Asyn
     """The engine behind the one request intake, resolving the backend's own voices (as the library does)."""
     client = AsyncEngine(engine)
     voices = BuiltinVoices(VoiceCatalog(engine.backend.voices()))
-    return client, SpeechService(client, voices, SpeechLimits(max_input_chars=max_input_chars))
+    return client, SpeechService(client, voices, SpeechLimits(max_input_chars=max_input_chars), marking=None)
 
 
 def submit(
