@@ -23,7 +23,6 @@ is chosen on the **dev** speakers and reported on the **test** speakers (``DEV_T
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -32,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +39,11 @@ from typing import Any
 import numpy as np
 
 from chorus.audio.decode import decode_audio
-from chorus.audio.encode import float_to_s16le, make_encoder
+from chorus.audio.encode import make_encoder
 from chorus.consent.phrases import PhraseChecker, new_phrase
 from chorus.consent.service import RECORDING_LIMITS, ConsentRefusedError, ConsentService
 from chorus.voices.embedding import SpeakerEncoder
-from chorus.voices.preprocess import InvalidReferenceError, ReferenceLimits, preprocess_reference
+from chorus.voices.preprocess import InvalidReferenceError, ReferenceLimits, preprocess_reference, wav_bytes
 from chorus.watermark import Watermarker
 from chorus.watermark.marking import Marking, tenant_payload
 
@@ -104,20 +102,6 @@ class Trials:
     def accepted(self, case: str, threshold: float) -> float:
         rows = self.attempts[case]
         return sum(ok and sim >= threshold for ok, sim in rows) / len(rows) if rows else float("nan")
-
-    def merge(self, other: Trials) -> None:
-        for case, rows in other.attempts.items():
-            self.attempts[case].extend(rows)
-
-
-def wav_bytes(audio: np.ndarray, rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(float_to_s16le(audio))
-    return buffer.getvalue()
 
 
 def channel(audio: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:

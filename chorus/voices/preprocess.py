@@ -155,7 +155,7 @@ def preprocess_reference(data: bytes, *, limits: ReferenceLimits = ReferenceLimi
 
     audio = _normalise(audio, limits)
     audio.flags.writeable = False
-    wav = _wav_bytes(audio, limits.sample_rate)
+    wav = wav_bytes(audio, limits.sample_rate)
     return ProcessedReference(
         audio=audio,
         sample_rate=limits.sample_rate,
@@ -247,7 +247,7 @@ def _peak_dbfs(audio: np.ndarray) -> float:
     return float(20.0 * np.log10(float(np.max(np.abs(audio))) + _EPS))
 
 
-def _wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     """A complete 16-bit mono WAV (real sizes in the header, unlike the streaming encoder's)."""
     out = io.BytesIO()
     with wave.open(out, "wb") as w:

@@ -11,6 +11,7 @@ from chorus.engine.request import Request, RequestOutput, RequestStatus
 from chorus.models.base import Backend, SpeechInput, SynthesisParams
 from chorus.speech import BuiltinVoices, SpeechLimits, SpeechService
 from chorus.voices.catalog import VoiceCatalog
+from chorus.watermark.marking import Marking
 
 
 @dataclass
@@ -41,11 +42,15 @@ def make_engine(backend: Backend, **config: object) -> Engine:
     return Engine(backend, EngineConfig(**defaults))  # type: ignore[arg-type]
 
 
-def speech_service(engine: Engine, max_input_chars: int = 100_000) -> tuple[AsyncEngine, SpeechService]:
-    """The engine behind the one request intake, resolving the backend's own voices (as the library does)."""
+def speech_service(
+    engine: Engine, max_input_chars: int = 100_000, marking: Marking | None = None
+) -> tuple[AsyncEngine, SpeechService]:
+    """The engine behind the one request intake, resolving the backend's own voices (as the library does);
+    unmarked unless ``marking`` is given, so that tests of the engine see the backend's own samples."""
     client = AsyncEngine(engine)
     voices = BuiltinVoices(VoiceCatalog(engine.backend.voices()))
-    return client, SpeechService(client, voices, SpeechLimits(max_input_chars=max_input_chars), marking=None)
+    limits = SpeechLimits(max_input_chars=max_input_chars)
+    return client, SpeechService(client, voices, limits, marking=marking)
 
 
 def submit(

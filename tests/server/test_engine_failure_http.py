@@ -20,7 +20,8 @@ from tests.fakes import FakeBackend
 
 @pytest.fixture()
 def failing_server(tmp_path: Path) -> Iterator[tuple[str, FakeBackend]]:
-    backend = FakeBackend(fail_on_step=3, step_delay_s=0.05, default_max_slots=1)
+    # A server marks every output, and the watermark needs a real audio rate (the fake's default is 1 kHz).
+    backend = FakeBackend(fail_on_step=3, step_delay_s=0.05, default_max_slots=1, sample_rate=16_000)
     port = free_port()
     app = create_app(Settings(data_dir=tmp_path), backend=backend)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
