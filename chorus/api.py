@@ -27,13 +27,13 @@ from chorus.errors import InvalidRequestError
 from chorus.models.base import SynthesisParams, VoiceInfo
 from chorus.speech import BuiltinVoices, SpeechOrder, SpeechService, speech_limits
 from chorus.voices.catalog import VoiceCatalog
-from chorus.watermark.marking import Marking, configured_key, key_from_file
+from chorus.watermark.marking import HOLD_BACK_S, Marking, configured_key, key_from_file
 
 
 class TTS:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
-        self.engine = AsyncEngine(build_engine(self.settings))
+        self.engine = AsyncEngine(build_engine(self.settings, output_hold_s=HOLD_BACK_S))
         self.voices = VoiceCatalog(self.engine.backend.voices())
         key = self.settings.safety.watermark_key
         marking = Marking(

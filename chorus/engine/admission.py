@@ -66,6 +66,10 @@ class AdmissionConfig:
     max_load: float = 1.0  # the share of the cores left to the workers that streams may plan on
     first_audio_s: float = 0.25  # a newcomer's first window is due this long after its admission
     delivery_margin_s: float = 0.0  # a running stream's window is due this long before its client runs dry
+    # Non-preemptive workers: a window due soon may wait for another's long window that a worker started first
+    # (the demand bound adds that blocking). False for the pipelined engine, whose extra lanes take newcomers'
+    # first windows and streams about to run dry at once, the cores time-shared: work there is fluid.
+    blocking: bool = True
     # margin: a high quantile of recent (actual / estimated) CPU per step; speed: the median share of a core
     # a worker got while it ran a step (CPU / wall), over recent steps.
     margin_quantile: float = 0.9
@@ -91,10 +95,10 @@ def jobs_of(plan: StreamPlan, start: float, first_audio_s: float, budget: Budget
     return jobs
 
 
-def fits(streams: Sequence[list[Job]], now: float, capacity: float) -> bool:
+def fits(streams: Sequence[list[Job]], now: float, capacity: float, *, blocking: bool = True) -> bool:
     """The demand bound: for every deadline d, the CPU due by d plus blocking <= capacity x (d - now); and each
-    stream's own chain keeps up on one worker (its windows' wall times). Blocking is the longest next window of a
-    stream due after d: a worker may have started it first and cannot put it down."""
+    stream's own chain keeps up on one worker (its windows' wall times). Blocking (when ``blocking``) is the
+    longest next window of a stream due after d: a worker may have started it first and cannot put it down."""
     if capacity <= 0:
         return False
     for jobs in streams:
@@ -108,12 +112,14 @@ def fits(streams: Sequence[list[Job]], now: float, capacity: float) -> bool:
         return True
     deadlines = np.fromiter((job[0] for job in merged), dtype=np.float64, count=len(merged))
     demands = np.fromiter((job[1] for job in merged), dtype=np.float64, count=len(merged))
+    if not blocking:
+        return bool(np.all(np.cumsum(demands) <= capacity * (deadlines - now) + 1e-9))
     heads = sorted(jobs[0][:2] for jobs in streams if jobs)  # the windows a worker could be running now
     head_due = np.fromiter((d for d, _ in heads), dtype=np.float64, count=len(heads))
     head_demand = np.fromiter((c for _, c in heads), dtype=np.float64, count=len(heads))
     longest_after = np.append(np.maximum.accumulate(head_demand[::-1])[::-1], 0.0)  # [i]: max of heads[i:]
-    blocking = longest_after[np.searchsorted(head_due, deadlines, side="right")]
-    return bool(np.all(np.cumsum(demands) + blocking <= capacity * (deadlines - now) + 1e-9))
+    blocked = longest_after[np.searchsorted(head_due, deadlines, side="right")]
+    return bool(np.all(np.cumsum(demands) + blocked <= capacity * (deadlines - now) + 1e-9))
 
 
 class LoadModel:
@@ -200,12 +206,13 @@ class AdmissionController:
         return starts
 
     def _admit(self, streams: list[list[Job]], candidates: Sequence[StreamPlan], now: float, budget: Budget) -> int:
-        if not fits(streams, now, budget.capacity):
+        blocking = self.config.blocking
+        if not fits(streams, now, budget.capacity, blocking=blocking):
             return 0
         admitted = 0
         for plan in candidates:
             trial = [*streams, jobs_of(plan, now, self.config.first_audio_s, budget)]
-            if not fits(trial, now, budget.capacity):
+            if not fits(trial, now, budget.capacity, blocking=blocking):
                 break
             streams = trial
             admitted += 1

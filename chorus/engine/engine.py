@@ -92,7 +92,11 @@ class Engine:
             and isinstance(backend, WorkPlanner)
         ):
             admission = AdmissionConfig(
-                backend.num_workers, config.max_load, config.first_audio_target_s, config.delivery_margin_s
+                backend.num_workers,
+                config.max_load,
+                config.first_audio_target_s,
+                config.delivery_margin_s,
+                blocking=not self.is_pipelined,
             )
             self.admission = PlannedAdmission(backend, admission, backend.sample_rate, usable_cores())
         # Under admission control, the scheduler orders slots by wall-clock cost (CPU estimate x learned factor).

@@ -2,10 +2,11 @@
 
 In lockstep, a step waits for its slowest slot while the other cores idle, and a newcomer waits for the
 whole step. Here each worker (lane) takes the most urgent slot(s) as soon as it is free: the cores stay
-busy and a newcomer waits at most for one lane to finish one window. One extra lane, used only when
-every regular lane is busy, takes newcomers (requests with no audio yet) and streams about to run dry,
-so neither queues behind other streams' long windows; for that moment the cores are shared by one
-more thread.
+busy and a newcomer waits at most for one lane to finish one window. Two extra lanes, used only when
+every regular lane is busy, take newcomers (requests with no audio yet) and streams about to run dry, one
+lane each: neither queues behind other streams' long windows, and a newcomer never waits behind a rescued
+stream's window (a full-size window, up to a third of a second of CPU), which made the tail of first-audio
+times. For those moments the cores are shared by one or two more threads.
 
 Still one engine thread owns all state: workers only run ``engine.execute`` on disjoint slots, and every
 output is applied here, in arrival order of completions.
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
     from chorus.engine.request import Request
     from chorus.models.base import StepOutput
 
-# The extra lane takes newcomers, and streams that must start within this long to reach their client in time.
+# The extra lanes take newcomers, and streams that must start within this long to reach their client in time.
 URGENT_WITHIN_S = 0.15
+Lane = str  # "regular" | "newcomer" | "rescue"
 Work = Future[tuple[list["StepOutput"], float]]
 
 
@@ -31,29 +33,33 @@ def run_pipelined(engine: Engine) -> None:
     # One slot per dispatch: its audio leaves the moment its own window is done (a batch would hold it for its
     # slowest member), and a lane stays one thread on one core.
     budget = 0.0
-    in_flight: dict[Work, tuple[list[Request], bool]] = {}  # future → (its slots, is it the newcomer lane)
+    in_flight: dict[Work, tuple[list[Request], Lane]] = {}  # future → (its slots, its lane)
 
-    def dispatch(pool: ThreadPoolExecutor, batch: list[Request], urgent: bool) -> None:
+    def dispatch(pool: ThreadPoolExecutor, batch: list[Request], lane: Lane) -> None:
         engine.begin(batch)
         future = pool.submit(engine.execute, batch)
         future.add_done_callback(lambda _: engine.wake())
-        in_flight[future] = (batch, urgent)
+        in_flight[future] = (batch, lane)
 
-    with ThreadPoolExecutor(lanes + 1, thread_name_prefix="chorus-lane") as pool:
+    with ThreadPoolExecutor(lanes + 2, thread_name_prefix="chorus-lane") as pool:
         while True:
             for future in [f for f in in_flight if f.done()]:
                 batch, _ = in_flight.pop(future)
                 outputs, duration = future.result()  # a backend failure propagates: the engine dies
                 engine.complete(batch, outputs, duration)
             engine.prepare()  # after completions: the slots they freed go to waiting requests at once
-            busy_regular = sum(1 for _, urgent in in_flight.values() if not urgent)
+            busy = [lane for _, lane in in_flight.values()]
+            busy_regular = busy.count("regular")
             while busy_regular < lanes and (batch := engine.scheduler.pick(budget)):
-                dispatch(pool, batch, urgent=False)
+                dispatch(pool, batch, "regular")
                 busy_regular += 1
-            if busy_regular >= lanes and not any(urgent for _, urgent in in_flight.values()):
-                urgent = engine.scheduler.pick(budget, urgent_within_s=URGENT_WITHIN_S)
-                if urgent:
-                    dispatch(pool, urgent, urgent=True)
+            if busy_regular >= lanes:
+                for lane, newcomers in (("newcomer", True), ("rescue", False)):
+                    if lane in busy:
+                        continue
+                    urgent = engine.scheduler.pick(budget, urgent_within_s=URGENT_WITHIN_S, newcomers=newcomers)
+                    if urgent:
+                        dispatch(pool, urgent, lane)
             if not in_flight:
                 if not engine.wait_for_work(engine.has_work):
                     return

@@ -77,12 +77,14 @@ class Scheduler:
             admitted.append(req)
         return admitted
 
-    def pick(self, budget_s: float | None = None, *, urgent_within_s: float | None = None) -> list[Request]:
+    def pick(
+        self, budget_s: float | None = None, *, urgent_within_s: float | None = None, newcomers: bool | None = None
+    ) -> list[Request]:
         """The running requests the next step advances (none already in flight on a worker).
 
         ``budget_s``: compute seconds this step may plan (None = every ready slot).
         ``urgent_within_s``: only newcomers and streams that must start within this many seconds to be in
-        time (the urgent lane).
+        time (the urgent lanes); ``newcomers``: True for newcomers only, False for playing streams only.
         """
         ready = [r for r in self.running if r.slot is not None and not r.slot.is_finished and not r.in_flight]
         if budget_s is None or self.config.mode == "static":
@@ -94,6 +96,8 @@ class Scheduler:
         if urgent_within_s is not None:
             horizon = time.monotonic() + urgent_within_s
             ready = [r for r in ready if r.first_audio_time is None or latest_start[id(r)] < horizon]
+        if newcomers is not None:
+            ready = [r for r in ready if (r.first_audio_time is None) == newcomers]
         ready.sort(key=lambda r: (latest_start[id(r)], -r.priority, r.sequence))
         picked: list[Request] = []
         spent = 0.0

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 
 from fastapi import Depends, FastAPI
 
@@ -37,7 +38,7 @@ from chorus.voices.catalog import VoiceCatalog
 from chorus.voices.embedding import SpeakerEncoder
 from chorus.voices.preprocess import ReferenceLimits
 from chorus.voices.service import VoiceService
-from chorus.watermark.marking import SECRET_NAME, Marking, configured_key
+from chorus.watermark.marking import HOLD_BACK_S, SECRET_NAME, Marking, configured_key
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 20.0
@@ -84,7 +85,7 @@ def create_app(
         keys = KeyStore(sql)
         audit = AuditWriter(AuditLog(sql), retention_days=settings.safety.audit_retention_days)
         await asyncio.to_thread(check_can_start, settings, keys)
-        engine = await asyncio.to_thread(build_engine, settings, backend)
+        engine = await asyncio.to_thread(partial(build_engine, settings, backend, output_hold_s=HOLD_BACK_S))
         client = AsyncEngine(engine)
         client.start()
         catalog = VoiceCatalog(engine.backend.voices())

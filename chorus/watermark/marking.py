@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from chorus.engine.request import RequestOutput
-from chorus.watermark import PAYLOAD_BITS, Detection, MarkStream, Watermarker, detect
+from chorus.watermark import FRAME_HZ, PAYLOAD_BITS, Detection, MarkStream, Watermarker, detect
 
 KEY_FILE = "watermark.key"
+# The most audio a request's marker holds back (two 20 ms hops): the engine plans deliveries that much earlier.
+HOLD_BACK_S = 2 / FRAME_HZ
 SECRET_NAME = "watermark_key"
 
 

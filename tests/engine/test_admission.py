@@ -71,6 +71,9 @@ def test_a_long_window_started_first_blocks_a_worker() -> None:
     assert not fits(streams, now=0.0, capacity=1.0)  # 0.1 + 0.9 blocking > 0.5
     assert fits(streams, now=0.0, capacity=2.0)  # 1.0 <= 2 x 0.5: the other core is free
     assert fits([_jobs((10.0, 0.9), (11.0, 0.9)), _jobs((0.5, 0.1))], now=0.0, capacity=2.0)  # only heads block
+    # The pipelined engine runs B on an extra lane at once, time-sharing the core: no blocking, only demand.
+    assert fits(streams, now=0.0, capacity=1.0, blocking=False)  # 0.1 <= 0.5 and 1.0 <= 10
+    assert not fits([_jobs((10.0, 0.9)), _jobs((0.5, 0.6))], now=0.0, capacity=1.0, blocking=False)
 
 
 def controller() -> AdmissionController:
