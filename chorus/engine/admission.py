@@ -32,7 +32,8 @@ from chorus.engine.cpuload import CpuLoad
 from chorus.engine.request import Request
 from chorus.models.base import Window, WorkPlanner
 
-Job = tuple[float, float, float]  # (deadline, CPU it takes from the machine, wall time on one worker)
+# (deadline, CPU it takes from the machine, wall time on one worker, runs on the newcomer lane: nothing blocks it)
+Job = tuple[float, float, float, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class StreamPlan:
 
     windows: tuple[Window, ...]
     next_due: float | None = None
+    starting: bool = False  # admitted, no audio yet: its first window goes to the newcomer lane too
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +68,9 @@ class AdmissionConfig:
     max_load: float = 1.0  # the share of the cores left to the workers that streams may plan on
     first_audio_s: float = 0.25  # a newcomer's first window is due this long after its admission
     delivery_margin_s: float = 0.0  # a running stream's window is due this long before its client runs dry
-    # Non-preemptive workers: a window due soon may wait for another's long window that a worker started first
-    # (the demand bound adds that blocking). False for the pipelined engine, whose extra lanes take newcomers'
-    # first windows and streams about to run dry at once, the cores time-shared: work there is fluid.
-    blocking: bool = True
+    # The pipelined engine's newcomer lane runs a newcomer's first window as soon as it is admitted, beside the
+    # workers (time-sharing the cores): no window a worker started first blocks it. Its CPU still counts.
+    newcomer_lane: bool = False
     # margin: a high quantile of recent (actual / estimated) CPU per step; speed: the median share of a core
     # a worker got while it ran a step (CPU / wall), over recent steps.
     margin_quantile: float = 0.9
@@ -78,32 +79,38 @@ class AdmissionConfig:
     min_speed: float = 0.05
 
 
-def jobs_of(plan: StreamPlan, start: float, first_audio_s: float, budget: Budget) -> list[Job]:
+def jobs_of(
+    plan: StreamPlan, start: float, first_audio_s: float, budget: Budget, *, newcomer_lane: bool = False
+) -> list[Job]:
     """The windows of ``plan`` as jobs, if it is admitted (or running) at ``start``.
 
     A newcomer's first window is due ``first_audio_s`` after ``start``, or as soon as it can be done alone when
     that is longer (a first window cannot be late for a listener who has heard nothing yet); it plays from then.
+    With a ``newcomer_lane``, that first window is not blocked by the workers' windows.
     """
     jobs: list[Job] = []
     if not plan.windows:
         return jobs
     first = max(first_audio_s, budget.wall(plan.windows[0]))
     due = start + first if plan.next_due is None else plan.next_due
+    lane = newcomer_lane and (plan.next_due is None or plan.starting)
     for window in plan.windows:
-        jobs.append((due, budget.demand(window), budget.wall(window)))
+        jobs.append((due, budget.demand(window), budget.wall(window), lane))
         due += window.audio_s
+        lane = False
     return jobs
 
 
-def fits(streams: Sequence[list[Job]], now: float, capacity: float, *, blocking: bool = True) -> bool:
+def fits(streams: Sequence[list[Job]], now: float, capacity: float) -> bool:
     """The demand bound: for every deadline d, the CPU due by d plus blocking <= capacity x (d - now); and each
-    stream's own chain keeps up on one worker (its windows' wall times). Blocking (when ``blocking``) is the
-    longest next window of a stream due after d: a worker may have started it first and cannot put it down."""
+    stream's own chain keeps up on one worker (its windows' wall times). Blocking is the longest next window of a
+    stream due after d: a worker may have started it first and cannot put it down; a window on the newcomer
+    lane neither blocks nor is blocked."""
     if capacity <= 0:
         return False
     for jobs in streams:
         done = 0.0
-        for due, _, wall in jobs:
+        for due, _, wall, _ in jobs:
             done += wall
             if done > due - now + 1e-9:
                 return False
@@ -112,13 +119,12 @@ def fits(streams: Sequence[list[Job]], now: float, capacity: float, *, blocking:
         return True
     deadlines = np.fromiter((job[0] for job in merged), dtype=np.float64, count=len(merged))
     demands = np.fromiter((job[1] for job in merged), dtype=np.float64, count=len(merged))
-    if not blocking:
-        return bool(np.all(np.cumsum(demands) <= capacity * (deadlines - now) + 1e-9))
-    heads = sorted(jobs[0][:2] for jobs in streams if jobs)  # the windows a worker could be running now
+    on_lane = np.fromiter((job[3] for job in merged), dtype=bool, count=len(merged))
+    heads = sorted(jobs[0][:2] for jobs in streams if jobs and not jobs[0][3])  # what a worker could be running
     head_due = np.fromiter((d for d, _ in heads), dtype=np.float64, count=len(heads))
     head_demand = np.fromiter((c for _, c in heads), dtype=np.float64, count=len(heads))
     longest_after = np.append(np.maximum.accumulate(head_demand[::-1])[::-1], 0.0)  # [i]: max of heads[i:]
-    blocked = longest_after[np.searchsorted(head_due, deadlines, side="right")]
+    blocked = np.where(on_lane, 0.0, longest_after[np.searchsorted(head_due, deadlines, side="right")])
     return bool(np.all(np.cumsum(demands) + blocked <= capacity * (deadlines - now) + 1e-9))
 
 
@@ -162,7 +168,7 @@ class AdmissionController:
         self, running: Sequence[StreamPlan], candidates: Sequence[StreamPlan], now: float, budget: Budget
     ) -> int:
         """How many of ``candidates`` (in order) can start now: the longest prefix that keeps the bound."""
-        streams = [jobs_of(p, now, self.config.first_audio_s, budget) for p in running]
+        streams = [self._jobs(p, now, budget) for p in running]
         return self._admit(streams, candidates, now, budget)
 
     def predict_starts(
@@ -183,7 +189,7 @@ class AdmissionController:
         """
         first_audio_s = self.config.first_audio_s
         starts: list[float | None] = [None] * len(waiting)
-        streams = [jobs_of(p, now, first_audio_s, budget) for p in running]
+        streams = [self._jobs(p, now, budget) for p in running]
         t = now
         done = 0
         while done < len(waiting) and t - now <= horizon_s:
@@ -192,7 +198,7 @@ class AdmissionController:
                 n = min(n, max(0, max_slots - sum(1 for jobs in streams if jobs)))
             for plan in waiting[done : done + n]:
                 starts[done] = t - now
-                streams.append(jobs_of(plan, t, first_audio_s, budget))
+                streams.append(self._jobs(plan, t, budget))
                 done += 1
             if done >= len(waiting):
                 break
@@ -201,18 +207,20 @@ class AdmissionController:
                 t += max(first_audio_s, 1e-3)  # nothing left to do but something still does not fit
                 continue
             _, i = min(heads)  # the most urgent window runs to completion, at full capacity (fluid)
-            _, demand, _ = streams[i].pop(0)
+            _, demand, _, _ = streams[i].pop(0)
             t += demand / budget.capacity
         return starts
 
+    def _jobs(self, plan: StreamPlan, start: float, budget: Budget) -> list[Job]:
+        return jobs_of(plan, start, self.config.first_audio_s, budget, newcomer_lane=self.config.newcomer_lane)
+
     def _admit(self, streams: list[list[Job]], candidates: Sequence[StreamPlan], now: float, budget: Budget) -> int:
-        blocking = self.config.blocking
-        if not fits(streams, now, budget.capacity, blocking=blocking):
+        if not fits(streams, now, budget.capacity):
             return 0
         admitted = 0
         for plan in candidates:
-            trial = [*streams, jobs_of(plan, now, self.config.first_audio_s, budget)]
-            if not fits(trial, now, budget.capacity, blocking=blocking):
+            trial = [*streams, self._jobs(plan, now, budget)]
+            if not fits(trial, now, budget.capacity):
                 break
             streams = trial
             admitted += 1
@@ -262,7 +270,7 @@ class PlannedAdmission:
         # Admitted, no audio yet: due when its target says, or as soon as its first window can be done from now.
         admitted = req.admitted_time if req.admitted_time is not None else now
         soonest = now + (budget.wall(windows[0]) if windows else 0.0)
-        return StreamPlan(windows, max(admitted + self.controller.config.first_audio_s, soonest))
+        return StreamPlan(windows, max(admitted + self.controller.config.first_audio_s, soonest), starting=True)
 
     def waiting_plan(self, req: Request) -> StreamPlan:
         return StreamPlan(self.planner.plan_input(req.input, req.prepared))

@@ -96,7 +96,7 @@ class Engine:
                 config.max_load,
                 config.first_audio_target_s,
                 config.delivery_margin_s,
-                blocking=not self.is_pipelined,
+                newcomer_lane=self.is_pipelined,
             )
             self.admission = PlannedAdmission(backend, admission, backend.sample_rate, usable_cores())
         # Under admission control, the scheduler orders slots by wall-clock cost (CPU estimate x learned factor).

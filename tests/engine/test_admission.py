@@ -28,7 +28,8 @@ from tests.fakes import FakePlannerBackend
 def test_jobs_of_a_running_stream_are_due_as_its_audio_runs_out() -> None:
     plan = StreamPlan((Window(1.0, 0.1), Window(2.0, 0.2), Window(3.0, 0.3)), next_due=12.0)
     jobs = jobs_of(plan, 10.0, 0.25, Budget(capacity=1.0))
-    assert jobs == pytest.approx([(12.0, 0.1, 0.1), (13.0, 0.2, 0.2), (15.0, 0.3, 0.3)])
+    assert [j[:3] for j in jobs] == pytest.approx([(12.0, 0.1, 0.1), (13.0, 0.2, 0.2), (15.0, 0.3, 0.3)])
+    assert not any(j[3] for j in jobs)
 
 
 def test_a_window_costs_its_cpu_times_the_margin_plus_serving_and_takes_longer_on_a_slow_worker() -> None:
@@ -47,7 +48,7 @@ def test_a_newcomers_first_window_is_due_at_its_target_or_when_it_can_be_done() 
 
 def _jobs(*pairs: tuple[float, float]) -> list[Job]:
     """(deadline, CPU) jobs on a worker with a whole core (wall time = CPU)."""
-    return [(due, cpu, cpu) for due, cpu in pairs]
+    return [(due, cpu, cpu, False) for due, cpu in pairs]
 
 
 def test_demand_bound() -> None:
@@ -56,7 +57,10 @@ def test_demand_bound() -> None:
     two = [_jobs((1.0, 0.6)), _jobs((1.0, 0.6))]
     assert not fits(two, now=0.0, capacity=1.0)  # 1.2 s of CPU due within 1 s on one core
     assert fits(two, now=0.0, capacity=2.0)
-    slow = [[(1.0, 0.6, 1.2)], [(1.0, 0.6, 1.2)]]  # each takes 1.2 s of wall on its worker: its own chain is late
+    slow = [
+        [(1.0, 0.6, 1.2, False)],
+        [(1.0, 0.6, 1.2, False)],
+    ]  # each takes 1.2 s of wall on its worker: its own chain is late
     assert not fits(slow, now=0.0, capacity=2.0)
     assert fits([_jobs((1.0, 0.5), (2.0, 0.6))], now=0.0, capacity=1.0)  # 0.5 by t=1, 1.1 by t=2
     assert not fits([_jobs((1.0, 0.5), (1.0, 0.6))], now=0.0, capacity=1.0)
@@ -71,9 +75,19 @@ def test_a_long_window_started_first_blocks_a_worker() -> None:
     assert not fits(streams, now=0.0, capacity=1.0)  # 0.1 + 0.9 blocking > 0.5
     assert fits(streams, now=0.0, capacity=2.0)  # 1.0 <= 2 x 0.5: the other core is free
     assert fits([_jobs((10.0, 0.9), (11.0, 0.9)), _jobs((0.5, 0.1))], now=0.0, capacity=2.0)  # only heads block
-    # The pipelined engine runs B on an extra lane at once, time-sharing the core: no blocking, only demand.
-    assert fits(streams, now=0.0, capacity=1.0, blocking=False)  # 0.1 <= 0.5 and 1.0 <= 10
-    assert not fits([_jobs((10.0, 0.9)), _jobs((0.5, 0.6))], now=0.0, capacity=1.0, blocking=False)
+    # B is a newcomer's first window on the pipelined engine's newcomer lane: run at once, time-sharing the
+    # core, so A does not block it (its CPU still counts), and it blocks nobody.
+    newcomer = [(0.5, 0.1, 0.1, True)]
+    assert fits([_jobs((10.0, 0.9)), newcomer], now=0.0, capacity=1.0)  # 0.1 <= 0.5, and 1.0 <= 10
+    assert not fits([_jobs((10.0, 0.9)), [(0.5, 0.6, 0.6, True)]], now=0.0, capacity=1.0)  # 0.6 > 0.5
+    assert not fits([_jobs((0.8, 0.2)), newcomer, _jobs((10.0, 0.9))], now=0.0, capacity=0.5)  # A still blocks C
+    plan = StreamPlan((Window(1.0, 0.1), Window(2.0, 0.2)))
+    lanes = [j[3] for j in jobs_of(plan, 10.0, 0.25, Budget(1.0), newcomer_lane=True)]
+    assert lanes == [True, False]  # only its first window
+    assert [j[3] for j in jobs_of(StreamPlan(plan.windows, 12.0), 10.0, 0.25, Budget(1.0), newcomer_lane=True)] == [
+        False,
+        False,
+    ]  # a playing stream's windows go to the workers
 
 
 def controller() -> AdmissionController:
