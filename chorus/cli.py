@@ -1,4 +1,5 @@
-"""``chorus serve | say | voices | keys | audit | bench | bench-qwen3 | bench-quality | bench-voices``."""
+"""``chorus serve | say | voices | keys | audit | bench | bench-qwen3 | bench-quality | bench-voices | bench-consent |
+bench-watermark | bench-audit``."""
 
 from __future__ import annotations
 
@@ -152,6 +153,12 @@ def cmd_bench_watermark(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bench_audit(args: argparse.Namespace) -> int:
+    from chorus.bench.audit import run
+
+    return run(args)
+
+
 def cmd_bench_voices(args: argparse.Namespace) -> int:
     from chorus.bench.voice_quality import main as run_voice_bench
 
@@ -228,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_consent_arguments(consent)
     consent.set_defaults(func=cmd_bench_consent)
+
+    from chorus.bench.audit import add_arguments as add_audit_bench_arguments
+
+    audit_bench = sub.add_parser("bench-audit", help="the audit trail: cost per request, rows/s written and verified")
+    add_audit_bench_arguments(audit_bench)
+    audit_bench.set_defaults(func=cmd_bench_audit)
 
     # Listed here for `chorus --help`; main() hands it the rest of the line (`chorus bench-voices --help`).
     voice_bench = sub.add_parser(
