@@ -4,6 +4,7 @@ bench-watermark | bench-audit``."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import wave
@@ -129,40 +130,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
-def cmd_bench_qwen3(args: argparse.Namespace) -> int:
-    from chorus.bench.qwen3 import run
-
-    return run(args)
-
-
-def cmd_bench_quality(args: argparse.Namespace) -> int:
-    from chorus.bench.quality_piper import run
-
-    return run(args)
-
-
-def cmd_bench_consent(args: argparse.Namespace) -> int:
-    from chorus.bench.consent import run
-
-    return run(args)
-
-
-def cmd_bench_watermark(args: argparse.Namespace) -> int:
-    from chorus.bench.watermark import run
-
-    return run(args)
-
-
-def cmd_bench_audit(args: argparse.Namespace) -> int:
-    from chorus.bench.audit import run
-
-    return run(args)
-
-
 def cmd_bench_voices(args: argparse.Namespace) -> int:
     from chorus.bench.voice_quality import main as run_voice_bench
 
     return run_voice_bench(list(args.args))
+
+
+# name, module under chorus.bench (its add_arguments(parser) and run(args) -> int), help
+BENCH_COMMANDS = (
+    ("bench-qwen3", "qwen3", "Qwen3-TTS engine vs the library's generate() (needs the qwen extra)"),
+    (
+        "bench-quality",
+        "quality_piper",
+        "a lossy Piper option (int8, fewer context frames) through the audio-quality gate",
+    ),
+    ("bench-watermark", "watermark", "the audio watermark: detection after codecs and edits, false positives, cost"),
+    (
+        "bench-consent",
+        "consent",
+        "spoken consent: right speaker accepted, wrong phrase, other speakers and clones refused",
+    ),
+    ("bench-audit", "audit", "the audit trail: cost per request, rows/s written and verified"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,41 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
 
-    from chorus.bench.qwen3 import add_arguments as add_qwen3_arguments
-
-    qwen3 = sub.add_parser("bench-qwen3", help="Qwen3-TTS engine vs the library's generate() (needs the qwen extra)")
-    add_qwen3_arguments(qwen3)
-    qwen3.set_defaults(func=cmd_bench_qwen3)
-
-    from chorus.bench.quality_piper import add_arguments as add_quality_arguments
-
-    quality = sub.add_parser(
-        "bench-quality", help="a lossy Piper option (int8, fewer context frames) through the audio-quality gate"
-    )
-    add_quality_arguments(quality)
-    quality.set_defaults(func=cmd_bench_quality)
-
-    from chorus.bench.watermark import add_arguments as add_watermark_arguments
-
-    watermark = sub.add_parser(
-        "bench-watermark", help="the audio watermark: detection after codecs and edits, false positives, cost"
-    )
-    add_watermark_arguments(watermark)
-    watermark.set_defaults(func=cmd_bench_watermark)
-
-    from chorus.bench.consent import add_arguments as add_consent_arguments
-
-    consent = sub.add_parser(
-        "bench-consent", help="spoken consent: right speaker accepted, wrong phrase, other speakers and clones refused"
-    )
-    add_consent_arguments(consent)
-    consent.set_defaults(func=cmd_bench_consent)
-
-    from chorus.bench.audit import add_arguments as add_audit_bench_arguments
-
-    audit_bench = sub.add_parser("bench-audit", help="the audit trail: cost per request, rows/s written and verified")
-    add_audit_bench_arguments(audit_bench)
-    audit_bench.set_defaults(func=cmd_bench_audit)
+    for name, module, summary in BENCH_COMMANDS:
+        bench_module = importlib.import_module(f"chorus.bench.{module}")
+        command = sub.add_parser(name, help=summary)
+        bench_module.add_arguments(command)
+        command.set_defaults(func=bench_module.run)
 
     # Listed here for `chorus --help`; main() hands it the rest of the line (`chorus bench-voices --help`).
     voice_bench = sub.add_parser(
