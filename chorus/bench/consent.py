@@ -150,8 +150,8 @@ def run_targets(
     speaker_set: SpeakerSet,
     *,
     phrases: list[str],
-    others: dict[str, list[np.ndarray]],
-    others_rate: dict[str, int],
+    said: dict[str, list[tuple[np.ndarray, int]]],
+    heard: dict[str, list[Recording]],
     bundled: list[Recording],
     judge: Judge,
     piper: Callable[[str], np.ndarray],
@@ -162,30 +162,25 @@ def run_targets(
 
     trials = Trials()
     misses: list[dict[str, object]] = []
-    other_recordings: dict[str, list[Recording]] = {
-        name: [judge.recording(a, others_rate[name], p) for a, p in zip(clips, phrases, strict=True)]
-        for name, clips in others.items()
-    }
     for target in targets:
         reference, ref_rate = synthesize_target(target, speaker_set.reference_text)
         target_embedding = judge.reference(reference, ref_rate)
         clone = ConversionModel.fit(
             reference, ref_rate, piper(speaker_set.reference_text), piper_rate, sample_rate=piper_rate
         )
-        previous: np.ndarray | None = None
+        own = said[target.name]
         for i, phrase in enumerate(phrases):
-            said, rate = synthesize_target(target, phrase)
-            genuine = judge.recording(said, rate, phrase)
+            audio, rate = own[i]
+            genuine = heard[target.name][i]
             trials.add("genuine", genuine, target_embedding)
             if not genuine.phrase_ok:
                 misses.append({"speaker": target.name, "phrase": phrase, "heard": genuine.heard})
-            trials.add("genuine_channel", judge.recording(channel(said, rate, rng), rate, phrase), target_embedding)
-            wrong, _ = synthesize_target(target, phrases[(i + 1) % len(phrases)])
+            trials.add("genuine_channel", judge.recording(channel(audio, rate, rng), rate, phrase), target_embedding)
+            wrong, _ = own[(i + 1) % len(phrases)]
             trials.add("wrong_phrase", judge.recording(wrong, rate, phrase), target_embedding)
-            if previous is not None:
-                trials.add("replay", judge.recording(previous, rate, phrase), target_embedding)
-            previous = said
-            for name, recordings in other_recordings.items():
+            if i > 0:  # the previous challenge's recording, replayed
+                trials.add("replay", judge.recording(own[i - 1][0], rate, phrase), target_embedding)
+            for name, recordings in heard.items():
                 if SAME_PERSON.get(name, name) != SAME_PERSON.get(target.name, target.name):
                     trials.add("other_speaker", recordings[i], target_embedding)
             trials.add("bundled_voice", bundled[i], target_embedding)
@@ -362,8 +357,12 @@ def run(args: argparse.Namespace) -> int:
         except (RuntimeError, FileNotFoundError) as e:
             print(f"{e} ({INSTALL_HINT})", file=sys.stderr)
             return 1
-        others = {name: [a for a, _ in clips] for name, clips in said.items()}
-        others_rate = {name: clips[0][1] for name, clips in said.items()}
+        # Every voice saying every phrase, judged once: the genuine attempts of the targets and the attempts of
+        # everyone else on each target alike.
+        heard = {
+            name: [judge.recording(audio, rate, p) for (audio, rate), p in zip(clips, phrases, strict=True)]
+            for name, clips in said.items()
+        }
         trials: dict[str, Trials] = {}
         misses: list[dict[str, object]] = []
         for name, targets, speaker_set in (("dev", dev_targets, DEV), ("test", test_targets, TEST)):
@@ -371,8 +370,8 @@ def run(args: argparse.Namespace) -> int:
                 targets,
                 speaker_set,
                 phrases=phrases,
-                others={k: v for k, v in others.items()},
-                others_rate=others_rate,
+                said=said,
+                heard=heard,
                 bundled=bundled,
                 judge=judge,
                 piper=backend.render,
