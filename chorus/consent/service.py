@@ -26,7 +26,7 @@ import numpy as np
 
 from chorus.consent.phrases import PhraseChecker, new_phrase
 from chorus.errors import ChorusError, InvalidRequestError
-from chorus.store.consents import ConsentStore
+from chorus.store.consents import ConsentNotFoundError, ConsentStore
 from chorus.store.tables import ChallengeRecord, ConsentRecord
 from chorus.voices.embedding import SpeakerEncoder
 from chorus.voices.preprocess import InvalidReferenceError, ReferenceLimits, preprocess_reference
@@ -159,7 +159,7 @@ class ConsentService:
             return None
         try:
             consent = self.store.get(tenant_id, consent_id.strip())
-        except ChorusError:
+        except ConsentNotFoundError:
             raise ConsentRequiredError("consent_required", f"no consent {consent_id!r}") from None
         if consent.voice_id is not None:
             raise ConsentRequiredError(

@@ -91,13 +91,8 @@ def key_from_file(data_dir: Path) -> bytes:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, key.hex().encode())
-    except BaseException:
-        os.close(fd)
-        raise
-    os.close(fd)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(key.hex())
     return key
 
 
