@@ -35,10 +35,7 @@ class TTS:
         self.settings = settings or load_settings()
         self.engine = AsyncEngine(build_engine(self.settings, output_hold_s=HOLD_BACK_S))
         self.voices = VoiceCatalog(self.engine.backend.voices())
-        key = self.settings.safety.watermark_key
-        marking = Marking(
-            configured_key(key.get_secret_value() if key else None) or key_from_file(self.settings.data_dir)
-        )
+        marking = Marking(configured_key(self.settings.safety.watermark_key) or key_from_file(self.settings.data_dir))
         self.speech = SpeechService(
             self.engine, BuiltinVoices(self.voices), speech_limits(self.settings), marking=marking
         )

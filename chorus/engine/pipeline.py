@@ -15,7 +15,7 @@ output is applied here, in arrival order of completions.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from chorus.engine.engine import Engine
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 # The extra lanes take newcomers, and streams that must start within this long to reach their client in time.
 URGENT_WITHIN_S = 0.15
-Lane = str  # "regular" | "newcomer" | "rescue"
+Lane = Literal["regular", "newcomer", "rescue"]
+# The extra lanes and whom each takes: requests with no audio yet (True), streams already playing (False).
+URGENT_LANES: tuple[tuple[Lane, bool], ...] = (("newcomer", True), ("rescue", False))
 Work = Future[tuple[list["StepOutput"], float]]
 
 
@@ -54,7 +56,7 @@ def run_pipelined(engine: Engine) -> None:
                 dispatch(pool, batch, "regular")
                 busy_regular += 1
             if busy_regular >= lanes:
-                for lane, newcomers in (("newcomer", True), ("rescue", False)):
+                for lane, newcomers in URGENT_LANES:
                     if lane in busy:
                         continue
                     urgent = engine.scheduler.pick(budget, urgent_within_s=URGENT_WITHIN_S, newcomers=newcomers)

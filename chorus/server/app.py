@@ -50,8 +50,7 @@ CHALLENGES_KEPT = timedelta(days=1)
 
 
 def watermark_key(settings: Settings, sql: SqlStore) -> bytes:
-    key = settings.safety.watermark_key
-    return configured_key(key.get_secret_value() if key else None) or shared_secret(sql, SECRET_NAME)
+    return configured_key(settings.safety.watermark_key) or shared_secret(sql, SECRET_NAME)
 
 
 def consent_policy(settings: Settings) -> ConsentPolicy:

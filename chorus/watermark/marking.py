@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import SecretStr
 
 from chorus.engine.request import RequestOutput
 from chorus.watermark import FRAME_HZ, PAYLOAD_BITS, Detection, MarkStream, Watermarker, detect
@@ -96,11 +97,11 @@ def key_from_file(data_dir: Path) -> bytes:
     return key
 
 
-def configured_key(value: str | None) -> bytes | None:
+def configured_key(value: SecretStr | str | None) -> bytes | None:
     """``safety.watermark_key`` as bytes: hex when it is hex, else its UTF-8 bytes (any passphrase works)."""
-    if value is None or not value.strip():
+    text = (value.get_secret_value() if isinstance(value, SecretStr) else value or "").strip()
+    if not text:
         return None
-    text = value.strip()
     try:
         return bytes.fromhex(text)
     except ValueError:
