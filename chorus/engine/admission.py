@@ -32,6 +32,10 @@ from chorus.engine.cpuload import CpuLoad
 from chorus.engine.request import Request
 from chorus.models.base import Window, WorkPlanner
 
+# Other processes using this many cores' worth make the machine busy: the pipelined engine's extra lanes would
+# time-share cores those processes hold, which the demand bound cannot see, so newcomers wait for a worker.
+BUSY_OTHERS_CORES = 0.25
+
 # (deadline, CPU it takes from the machine, wall time on one worker, runs on the newcomer lane: nothing blocks it)
 Job = tuple[float, float, float, bool]
 
@@ -54,6 +58,9 @@ class Budget:
     margin: float = 1.0  # estimated CPU x margin = CPU a window really takes
     speed: float = 1.0  # share of a core one worker gets: a window's wall time = its CPU / speed
     overhead: float = 0.0  # CPU seconds spent outside the model per second of audio served
+    # The newcomer lane may run beside the workers (see AdmissionConfig.newcomer_lane): only while other
+    # processes leave the machine quiet, since its thread then shares cores the workers do not fill.
+    newcomer_lane: bool = True
 
     def demand(self, window: Window) -> float:
         return self.margin * window.cost_s + self.overhead * window.audio_s
@@ -104,8 +111,13 @@ def jobs_of(
 def fits(streams: Sequence[list[Job]], now: float, capacity: float) -> bool:
     """The demand bound: for every deadline d, the CPU due by d plus blocking <= capacity x (d - now); and each
     stream's own chain keeps up on one worker (its windows' wall times). Blocking is the longest next window of a
-    stream due after d: a worker may have started it first and cannot put it down; a window on the newcomer
-    lane neither blocks nor is blocked."""
+    stream due after d: a worker may have started it first and cannot put it down.
+
+    A window on the newcomer lane neither blocks nor is blocked, and it does not wait for its deadline: it runs
+    from now, time-sharing the cores, so it takes its CPU from whatever else is due meanwhile. It counts as
+    spent evenly from now until it is done (``now`` + its wall time, or its deadline if sooner): the part of it
+    spent by d is due by d.
+    """
     if capacity <= 0:
         return False
     for jobs in streams:
@@ -114,18 +126,29 @@ def fits(streams: Sequence[list[Job]], now: float, capacity: float) -> bool:
             done += wall
             if done > due - now + 1e-9:
                 return False
-    merged = sorted(job for jobs in streams for job in jobs)
-    if not merged:
+    regular = sorted(job for jobs in streams for job in jobs if not job[3])
+    lane = [job for jobs in streams for job in jobs if job[3]]
+    if not regular and not lane:
         return True
-    deadlines = np.fromiter((job[0] for job in merged), dtype=np.float64, count=len(merged))
-    demands = np.fromiter((job[1] for job in merged), dtype=np.float64, count=len(merged))
-    on_lane = np.fromiter((job[3] for job in merged), dtype=bool, count=len(merged))
+    deadlines = np.fromiter((job[0] for job in regular), dtype=np.float64, count=len(regular))
+    due_by = np.cumsum(np.fromiter((job[1] for job in regular), dtype=np.float64, count=len(regular)))
     heads = sorted(jobs[0][:2] for jobs in streams if jobs and not jobs[0][3])  # what a worker could be running
     head_due = np.fromiter((d for d, _ in heads), dtype=np.float64, count=len(heads))
     head_demand = np.fromiter((c for _, c in heads), dtype=np.float64, count=len(heads))
     longest_after = np.append(np.maximum.accumulate(head_demand[::-1])[::-1], 0.0)  # [i]: max of heads[i:]
-    blocked = np.where(on_lane, 0.0, longest_after[np.searchsorted(head_due, deadlines, side="right")])
-    return bool(np.all(np.cumsum(demands) + blocked <= capacity * (deadlines - now) + 1e-9))
+    blocked = longest_after[np.searchsorted(head_due, deadlines, side="right")]
+    # Check at every regular deadline (with blocking) and where a lane window's use stops growing (without: no
+    # regular window is due there that a worker could hold up).
+    lane_demand = np.fromiter((job[1] for job in lane), dtype=np.float64, count=len(lane))
+    lane_done = np.fromiter((min(now + job[2], job[0]) for job in lane), dtype=np.float64, count=len(lane))
+    points = np.concatenate([deadlines, lane_done])
+    extra = np.concatenate([due_by + blocked, np.zeros(len(lane))])
+    if len(lane):
+        extra[len(regular) :] = np.append(0.0, due_by)[np.searchsorted(deadlines, lane_done, side="right")]
+        span = np.maximum(lane_done - now, 1e-9)
+        used = lane_demand * np.clip((points[:, None] - now) / span, 0.0, 1.0)  # [point, lane window]
+        extra = extra + used.sum(axis=1)
+    return bool(np.all(extra <= capacity * (points - now) + 1e-9))
 
 
 class LoadModel:
@@ -212,7 +235,8 @@ class AdmissionController:
         return starts
 
     def _jobs(self, plan: StreamPlan, start: float, budget: Budget) -> list[Job]:
-        return jobs_of(plan, start, self.config.first_audio_s, budget, newcomer_lane=self.config.newcomer_lane)
+        lane = self.config.newcomer_lane and budget.newcomer_lane
+        return jobs_of(plan, start, self.config.first_audio_s, budget, newcomer_lane=lane)
 
     def _admit(self, streams: list[list[Job]], candidates: Sequence[StreamPlan], now: float, budget: Budget) -> int:
         if not fits(streams, now, budget.capacity):
@@ -248,9 +272,13 @@ class PlannedAdmission:
         self.cpu.sample()
         reading = self.cpu.reading()
         capacity = self.config.max_load * min(reading.left, float(self.config.workers))
-        return Budget(capacity, self.load.margin, self.load.speed, reading.overhead)
+        return Budget(capacity, self.load.margin, self.load.speed, reading.overhead, newcomer_lane=self.quiet())
 
-    def describe(self) -> dict[str, float]:
+    def quiet(self) -> bool:
+        """Whether other processes leave the machine quiet (see BUSY_OTHERS_CORES), as last read."""
+        return self.cpu.reading().others < BUSY_OTHERS_CORES
+
+    def describe(self) -> dict[str, float | bool]:
         budget = self.budget()
         reading = self.cpu.reading()
         return {
@@ -258,6 +286,7 @@ class PlannedAdmission:
             "other_processes_cores": round(reading.others, 3),
             "margin": round(budget.margin, 3),
             "speed": round(budget.speed, 3),
+            "newcomer_lane": budget.newcomer_lane,
             "overhead_cpu_per_audio_s": round(budget.overhead, 4),
         }
 

@@ -6,7 +6,8 @@ busy and a newcomer waits at most for one lane to finish one window. Two extra l
 every regular lane is busy, take newcomers (requests with no audio yet) and streams about to run dry, one
 lane each: neither queues behind other streams' long windows, and a newcomer never waits behind a rescued
 stream's window (a full-size window, up to a third of a second of CPU), which made the tail of first-audio
-times. For those moments the cores are shared by one or two more threads.
+times. For those moments the cores are shared by one or two more threads. While other processes keep the
+machine busy (admission's reading), one extra lane takes both, and admission stops counting on it for newcomers.
 
 Still one engine thread owns all state: workers only run ``engine.execute`` on disjoint slots, and every
 output is applied here, in arrival order of completions.
@@ -24,9 +25,11 @@ if TYPE_CHECKING:
 
 # The extra lanes take newcomers, and streams that must start within this long to reach their client in time.
 URGENT_WITHIN_S = 0.15
-Lane = Literal["regular", "newcomer", "rescue"]
+Lane = Literal["regular", "newcomer", "rescue", "urgent"]
 # The extra lanes and whom each takes: requests with no audio yet (True), streams already playing (False).
-URGENT_LANES: tuple[tuple[Lane, bool], ...] = (("newcomer", True), ("rescue", False))
+URGENT_LANES: tuple[tuple[Lane, bool | None], ...] = (("newcomer", True), ("rescue", False))
+# While other processes keep the machine busy, one extra thread at most: it takes both (None), most urgent first.
+BUSY_URGENT_LANES: tuple[tuple[Lane, bool | None], ...] = (("urgent", None),)
 Work = Future[tuple[list["StepOutput"], float]]
 
 
@@ -56,8 +59,9 @@ def run_pipelined(engine: Engine) -> None:
                 dispatch(pool, batch, "regular")
                 busy_regular += 1
             if busy_regular >= lanes:
-                for lane, newcomers in URGENT_LANES:
-                    if lane in busy:
+                quiet = engine.admission is None or engine.admission.quiet()
+                for lane, newcomers in URGENT_LANES if quiet else BUSY_URGENT_LANES:
+                    if lane in busy or (not quiet and len(busy) > busy_regular):
                         continue
                     urgent = engine.scheduler.pick(budget, urgent_within_s=URGENT_WITHIN_S, newcomers=newcomers)
                     if urgent:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from chorus.engine.admission import (
+    BUSY_OTHERS_CORES,
     AdmissionConfig,
     AdmissionController,
     Budget,
@@ -90,6 +91,29 @@ def test_a_long_window_started_first_blocks_a_worker() -> None:
     ]  # a playing stream's windows go to the workers
 
 
+def test_a_newcomer_lane_window_takes_its_cpu_from_now_not_at_its_deadline() -> None:
+    # A running stream needs 0.25 s of CPU by 0.3; a newcomer's 0.2 s runs on the lane from now, done by 0.2 on a
+    # whole core. One core cannot do both by 0.3 (0.45 s of CPU), though each fits by its own deadline alone.
+    running = _jobs((0.3, 0.25))
+    assert not fits([running, [(0.5, 0.2, 0.2, True)]], now=0.0, capacity=1.0)
+    assert fits([running, [(0.5, 0.2, 0.2, True)]], now=0.0, capacity=2.0)
+    # On a slow lane (0.8 s of wall, deadline 1.0) it has used 0.2 x 0.3 / 0.8 = 0.075 s by 0.3: 0.325 > 0.3.
+    assert not fits([running, [(1.0, 0.2, 0.8, True)]], now=0.0, capacity=1.0)
+    assert fits([_jobs((0.3, 0.2)), [(1.0, 0.2, 0.8, True)]], now=0.0, capacity=1.0)  # 0.275 <= 0.3
+    # Its use stops growing when it is done: where nothing regular is due, only its own CPU counts.
+    assert not fits([[(0.5, 0.3, 0.2, True)]], now=0.0, capacity=1.0)  # 0.3 s of CPU in 0.2 s on one core
+
+
+def test_the_newcomer_lane_is_planned_on_only_while_the_machine_is_quiet() -> None:
+    config = AdmissionConfig(first_audio_s=0.25, newcomer_lane=True)
+    plan = StreamPlan((Window(1.0, 0.2),))
+    busy_worker = StreamPlan((Window(1.0, 0.9),), next_due=10.0)  # a worker may be on it for 0.9 s
+    quiet, busy = Budget(2.0), Budget(2.0, newcomer_lane=False)
+    assert AdmissionController(config).admissible([busy_worker], [plan], 0.0, quiet) == 1
+    # Without the lane, the newcomer may wait for the worker: 0.2 + 0.9 > 2 x 0.25.
+    assert AdmissionController(config).admissible([busy_worker], [plan], 0.0, busy) == 0
+
+
 def controller() -> AdmissionController:
     return AdmissionController(AdmissionConfig(first_audio_s=0.25))
 
@@ -161,6 +185,7 @@ def test_cpu_load_sees_another_process_spinning() -> None:
         spinner.wait()
     reading = load.reading()
     assert 0.6 < reading.others <= 2.0, reading  # the spinner (and whatever else this machine runs)
+    assert reading.others >= BUSY_OTHERS_CORES  # busy: admission stops planning on the newcomer lane
     assert reading.left <= 2.0 - 0.6 + 1e-9
 
 
