@@ -123,6 +123,33 @@ class SafetyConfig(_Section):
     watermark_key: SecretStr | None = None
 
 
+class JobsConfig(_Section):
+    # Run batch jobs' items in this server (off: only accept and store jobs, for a server that leaves the work
+    # to other replicas).
+    enabled: bool = True
+    # Items one server synthesises at once, in the background, below every live request.
+    concurrency: int = Field(default=1, ge=1, le=64)
+    max_items: int = Field(default=1000, ge=1, le=100_000)
+    # A worker renews its item's lease every third of this; a dead worker's items are taken after it.
+    lease_s: float = Field(default=30.0, ge=1, le=3600)
+    # An item whose workers died this many times while on it fails (it may be what kills them).
+    max_attempts: int = Field(default=3, ge=1, le=100)
+
+
+class WebhooksConfig(_Section):
+    # Hosts (names or IP literals) an admin trusts: they may use http and resolve to private addresses (an
+    # in-cluster receiver). Every other webhook URL must be https to a public address.
+    allow_hosts: list[str] = Field(default_factory=list)
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    # Retry n waits a random time up to min(cap, base x 2^n) (exponential backoff, full jitter).
+    backoff_base_s: float = Field(default=2.0, gt=0, le=3600)
+    backoff_cap_s: float = Field(default=3600.0, gt=0, le=86_400)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    read_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # After a rotation the previous secret still signs (a second signature) this long.
+    rotation_overlap_s: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
+
+
 class Settings(BaseSettings):
     """Everything chorus reads at start-up."""
 
@@ -135,6 +162,8 @@ class Settings(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     # SQL database + blob root (default: SQLite and files under data_dir; PostgreSQL / S3 for scale-out).
     store: StoreConfig = Field(default_factory=StoreConfig)
     data_dir: Path = Field(default_factory=default_data_dir)

@@ -85,6 +85,37 @@ class BuiltinVoices:
         return self.catalog.resolve(name, param=param).voice_id
 
 
+class SamplingKnobs(Protocol):
+    """The per-request synthesis knobs a route or a job item carries (None: the backend's default)."""
+
+    language: str | None
+    noise_scale: float | None
+    noise_w_scale: float | None
+    seed: int | None
+    temperature: float | None
+    top_k: int | None
+    top_p: float | None
+    repetition_penalty: float | None
+
+
+def synthesis_params(knobs: SamplingKnobs, *, speed: float, instructions: str | None) -> SynthesisParams:
+    defaults = SynthesisParams()
+    return SynthesisParams(
+        speed=speed,
+        language=knobs.language,
+        instructions=instructions,
+        noise_scale=knobs.noise_scale,
+        noise_w_scale=knobs.noise_w_scale,
+        seed=knobs.seed,
+        temperature=defaults.temperature if knobs.temperature is None else knobs.temperature,
+        top_k=defaults.top_k if knobs.top_k is None else knobs.top_k,
+        top_p=defaults.top_p if knobs.top_p is None else knobs.top_p,
+        repetition_penalty=defaults.repetition_penalty
+        if knobs.repetition_penalty is None
+        else knobs.repetition_penalty,
+    )
+
+
 @dataclass(frozen=True)
 class SpeechOrder:
     """What a caller asks for, from whichever door it came in."""

@@ -83,6 +83,17 @@ def _wav_header(sample_rate: int) -> bytes:
     )
 
 
+WAV_HEADER_BYTES = 44
+
+
+def sized_wav(data: bytes) -> bytes:
+    """A whole streamed WAV (header + s16le) with its real sizes written in, for a file kept at rest."""
+    if len(data) < WAV_HEADER_BYTES or data[:4] != b"RIFF":
+        raise ValueError("not a chorus WAV stream")
+    body = len(data) - WAV_HEADER_BYTES
+    return data[:4] + struct.pack("<I", 36 + body) + data[8:40] + struct.pack("<I", body) + data[44:]
+
+
 class _Sink:
     """A write-only, non-seekable file for the muxer; drained after each chunk."""
 

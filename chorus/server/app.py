@@ -18,27 +18,33 @@ from chorus.config import Settings
 from chorus.consent.service import ConsentPolicy, ConsentService
 from chorus.engine.builder import build_engine
 from chorus.engine.client import AsyncEngine
+from chorus.jobs.dispatcher import DispatchConfig, WebhookDispatcher
+from chorus.jobs.runner import JobRunner, RunnerConfig
 from chorus.models.base import Backend
 from chorus.server.auth import authenticate, check_can_start, keys_required
 from chorus.server.deps import ServerState
 from chorus.server.errors import install_error_handlers
 from chorus.server.routes import consents as consent_routes
+from chorus.server.routes import jobs as job_routes
 from chorus.server.routes import openai, ops, verify, voices, vtts
 from chorus.server.uploads import UploadLimit
 from chorus.speech import SpeechService, speech_limits
 from chorus.store.audit import AuditLog
 from chorus.store.blobs import BlobStore
 from chorus.store.consents import ConsentStore
+from chorus.store.jobs import JobStore
 from chorus.store.keys import KeyStore
 from chorus.store.secrets import shared_secret
 from chorus.store.settings import open_store
 from chorus.store.sql import SqlStore
 from chorus.store.voices import VoiceStore
+from chorus.store.webhooks import WebhookStore
 from chorus.voices.catalog import VoiceCatalog
 from chorus.voices.embedding import SpeakerEncoder
 from chorus.voices.preprocess import ReferenceLimits
 from chorus.voices.service import VoiceService
 from chorus.watermark.marking import HOLD_BACK_S, SECRET_NAME, Marking, configured_key
+from chorus.webhooks.ssrf import WebhookPolicy
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 20.0
@@ -60,6 +66,27 @@ def consent_policy(settings: Settings) -> ConsentPolicy:
         challenge_ttl_s=safety.challenge_ttl_s,
         speaker_threshold=safety.consent_speaker_threshold,
     )
+
+
+def webhook_policy(settings: Settings) -> WebhookPolicy:
+    hooks = settings.webhooks
+    return WebhookPolicy(
+        allow_hosts=frozenset(h.strip().lower() for h in hooks.allow_hosts),
+        connect_timeout_s=hooks.connect_timeout_s,
+        read_timeout_s=hooks.read_timeout_s,
+    )
+
+
+def dispatch_config(settings: Settings) -> DispatchConfig:
+    hooks = settings.webhooks
+    return DispatchConfig(
+        max_attempts=hooks.max_attempts, backoff_base_s=hooks.backoff_base_s, backoff_cap_s=hooks.backoff_cap_s
+    )
+
+
+def runner_config(settings: Settings) -> RunnerConfig:
+    jobs = settings.jobs
+    return RunnerConfig(concurrency=jobs.concurrency, lease_s=jobs.lease_s, max_attempts=jobs.max_attempts)
 
 
 def create_app(
@@ -107,7 +134,22 @@ def create_app(
             keys=keys,
             audit=audit,
             keys_required=keys_required(settings),
+            jobs=JobStore(sql, blobs),
+            webhook_store=WebhookStore(sql),
+            webhook_policy=webhook_policy(settings),
         )
+        state.dispatcher = WebhookDispatcher(state.webhook_store, state.webhook_policy, dispatch_config(settings))
+        state.dispatcher.start()
+        if settings.jobs.enabled:
+            state.runner = JobRunner(
+                state.jobs,
+                state.speech,
+                client,
+                runner_config(settings),
+                out_rate=settings.server.output_sample_rate,
+                on_item=lambda _: state.wake_webhooks(),
+            )
+            state.runner.start()
         app.state.chorus = state
         log.info(
             "chorus ready: backend %s, %d slots, %d workers, mode %s",
@@ -120,7 +162,10 @@ def create_app(
             yield
         finally:
             state.is_draining = True
+            if state.runner is not None:  # its items go back to the queue for another replica, at once
+                await state.runner.stop()
             await client.shutdown(drain_timeout_s=DRAIN_TIMEOUT_S)
+            await state.dispatcher.stop()
             await asyncio.to_thread(
                 audit.close
             )  # the rows of the last responses are written before the database closes
@@ -140,6 +185,7 @@ def create_app(
     app.include_router(voices.router, dependencies=authenticated)
     app.include_router(consent_routes.router, dependencies=authenticated)
     app.include_router(verify.router, dependencies=authenticated)
+    app.include_router(job_routes.router, dependencies=authenticated)
     app.include_router(ops.router)
     app.include_router(ops.authenticated_router, dependencies=authenticated)
     # Uploads larger than a reference clip may be are refused before their body is read whole.

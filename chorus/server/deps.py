@@ -11,12 +11,17 @@ from chorus.audit import AuditWriter
 from chorus.config import Settings
 from chorus.consent.service import ConsentService
 from chorus.engine.client import AsyncEngine
+from chorus.jobs.dispatcher import WebhookDispatcher
+from chorus.jobs.runner import JobRunner
 from chorus.server.auth import Principal
 from chorus.speech import SpeechService
+from chorus.store.jobs import JobStore
 from chorus.store.keys import KeyStore
+from chorus.store.webhooks import WebhookStore
 from chorus.voices.catalog import VoiceCatalog
 from chorus.voices.service import VoiceService
 from chorus.watermark.marking import Marking
+from chorus.webhooks.ssrf import WebhookPolicy
 
 OPENAI_MODEL_ALIASES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
 
@@ -35,7 +40,17 @@ class ServerState:
     keys: KeyStore
     audit: AuditWriter
     keys_required: bool
+    jobs: JobStore
+    webhook_store: WebhookStore
+    webhook_policy: WebhookPolicy
+    runner: JobRunner | None = None
+    dispatcher: WebhookDispatcher | None = None
     is_draining: bool = False
+
+    def wake_webhooks(self) -> None:
+        """A job may just have ended: its event goes out now, not at the dispatcher's next poll."""
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
 
     def accepts_model(self, name: str) -> bool:
         key = name.strip().lower()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import wave
 
 import av
 import numpy as np
 import pytest
 
-from chorus.audio.encode import RESPONSE_FORMATS, make_encoder
+from chorus.audio.encode import RESPONSE_FORMATS, make_encoder, sized_wav
 from chorus.audio.resample import StreamResampler, resample
 
 RATE = 24_000
@@ -55,3 +56,14 @@ def test_streaming_resampler_matches_one_shot() -> None:
     assert abs(pieced.size - whole.size) <= 1
     n = min(pieced.size, whole.size)
     np.testing.assert_allclose(pieced[:n], whole[:n], atol=1e-4)
+
+
+def test_a_streamed_wav_kept_at_rest_gets_its_real_sizes() -> None:
+    encoder = make_encoder("wav", 16_000)
+    streamed = encoder.encode(np.zeros(1600, dtype=np.float32)) + encoder.encode(np.ones(800, dtype=np.float32) / 2)
+    streamed += encoder.finish()
+    with wave.open(io.BytesIO(sized_wav(streamed))) as w:
+        assert (w.getnframes(), w.getframerate()) == (2400, 16_000)
+    assert sized_wav(streamed)[44:] == streamed[44:]
+    with pytest.raises(ValueError):
+        sized_wav(b"ID3 not a wav at all, long enough to have a header.........")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from chorus.errors import InvalidRequestError
-from chorus.models.base import SynthesisParams
 from chorus.server.auth import Principal
 from chorus.server.deps import ServerState
 from chorus.server.schemas import SpeechKnobs
-from chorus.speech import SpeechOrder, SpeechStream
+from chorus.speech import SpeechOrder, SpeechStream, synthesis_params
 
 
 def request_id_from(header: str | None) -> str | None:
@@ -33,21 +32,7 @@ async def submit_speech(
     response_format: str | None = None,
 ) -> SpeechStream:
     """Queue the request through the speech service; 4xx/429/503 errors raise here, before any audio."""
-    defaults = SynthesisParams()
-    params = SynthesisParams(
-        speed=speed,
-        language=knobs.language,
-        instructions=instructions,
-        noise_scale=knobs.noise_scale,
-        noise_w_scale=knobs.noise_w_scale,
-        seed=knobs.seed,
-        temperature=defaults.temperature if knobs.temperature is None else knobs.temperature,
-        top_k=defaults.top_k if knobs.top_k is None else knobs.top_k,
-        top_p=defaults.top_p if knobs.top_p is None else knobs.top_p,
-        repetition_penalty=defaults.repetition_penalty
-        if knobs.repetition_penalty is None
-        else knobs.repetition_penalty,
-    )
+    params = synthesis_params(knobs, speed=speed, instructions=instructions)
     order = SpeechOrder(
         text,
         voice,

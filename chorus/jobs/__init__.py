@@ -1,0 +1,1 @@
+"""Batch jobs: many lines synthesised in the background, results in the blob store, a webhook at the end."""
