@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 import wave
 from pathlib import Path
@@ -27,29 +26,26 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from chorus.models.registry import build_backend
     from chorus.server.app import create_app
     from chorus.server.auth import check_can_start
+    from chorus.server.observability import configure_logging
+    from chorus.server.serve import serve
     from chorus.store.keys import KeyStore
 
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.server.log_level, settings.log.format)
     # Open the store and load the model before the server binds its port: a bad setting fails here, in one line.
     store = _open_store(settings)
     check_can_start(settings, KeyStore(store[0]))  # keys required (a public bind) but none exists: refuse
     app = create_app(settings, backend=build_backend(settings), store=store)
-    uvicorn.run(
+    return serve(
         app,
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
-        timeout_graceful_shutdown=30,
+        drain_timeout_s=settings.server.drain_timeout_s,
     )
-    return 0
 
 
 def _open_store(settings: Settings) -> tuple[Any, Any]:
@@ -144,6 +140,7 @@ BENCH_COMMANDS = (
         "quality_piper",
         "a lossy Piper option (int8, fewer context frames) through the audio-quality gate",
     ),
+    ("bench-jobs", "jobs", "a running batch job's cost to live streams' first audio and underruns"),
     ("bench-watermark", "watermark", "the audio watermark: detection after codecs and edits, false positives, cost"),
     (
         "bench-consent",
@@ -151,6 +148,7 @@ BENCH_COMMANDS = (
         "spoken consent: right speaker accepted, wrong phrase, other speakers and clones refused",
     ),
     ("bench-audit", "audit", "the audit trail: cost per request, rows/s written and verified"),
+    ("bench-soak", "soak", "a flood of callers (200 or 429, never an error), then a soak at capacity: flat memory"),
 )
 
 

@@ -82,6 +82,10 @@ class WorkerConfig(_Section):
     # model does not see (the extra lanes' threads time-sharing the cores); at 1.0 the overload bench let 3-9
     # streams run dry, at 0.95 none (issue #9's note).
     max_load: float = Field(default=0.95, ge=0, le=16)
+    # A backend step still running after this many seconds is a stall (a hung kernel or native deadlock): every
+    # request fails with 503 engine_stalled, /health turns 503, and chorus serve exits (code 70) for its
+    # supervisor to restart it. 0 = no watchdog.
+    stall_timeout_s: float = Field(default=60.0, ge=0, le=3600)
 
 
 class ServerConfig(_Section):
@@ -98,6 +102,12 @@ class ServerConfig(_Section):
     # Output sample rate of every response format (OpenAI's pcm is 24 kHz s16le mono).
     output_sample_rate: int = Field(default=24_000, ge=8000, le=48_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # SIGTERM: /ready turns 503 and new work gets 503 + Retry-After at once; requests in flight get this long to
+    # finish; then the server exits 0 (give the orchestrator's terminationGracePeriodSeconds a few more).
+    drain_timeout_s: float = Field(default=30.0, ge=0, le=3600)
+    # An idle server synthesises a short canary line this often, so chorus_last_good_synthesis_timestamp_seconds
+    # stays fresh while nobody speaks (0 = off).
+    canary_interval_s: float = Field(default=60.0, ge=0, le=86_400)
 
 
 class AuthConfig(_Section):
@@ -121,6 +131,14 @@ class SafetyConfig(_Section):
     # The secret key of the watermark every output carries (hex, or any passphrase). Unset: the server makes one
     # and keeps it in its database (shared by every replica on it); the library keeps one in data_dir.
     watermark_key: SecretStr | None = None
+
+
+class LogConfig(_Section):
+    # json: one JSON object per line (request id on every line of a request); text: for a terminal.
+    format: Literal["json", "text"] = "json"
+    # Logs never carry input text unless this is on (it may be personal data): then each speech request's text
+    # is logged once, with its request id.
+    include_text: bool = False
 
 
 class JobsConfig(_Section):
@@ -162,6 +180,7 @@ class Settings(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     # SQL database + blob root (default: SQLite and files under data_dir; PostgreSQL / S3 for scale-out).

@@ -37,6 +37,14 @@ class AuthenticationError(ChorusError):
         self.code = code
 
 
+class PermissionDeniedError(ChorusError):
+    """A valid key without the role this needs (an admin key of the tenant)."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "admin_required"
+
+
 class NotFoundError(ChorusError):
     status_code = 404
     error_type = "not_found_error"
@@ -71,6 +79,12 @@ class EngineDeadError(ChorusError):
 
     status_code = 503
     error_type = "engine_error"
+
+
+class EngineStalledError(EngineDeadError):
+    """A backend step ran past ``worker.stall_timeout_s``: the engine is declared dead (see chorus.engine.engine)."""
+
+    code = "engine_stalled"
 
 
 class SynthesisError(ChorusError):

@@ -10,6 +10,7 @@ is written once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections import Counter
@@ -26,6 +27,8 @@ from chorus.models.base import SpeechInput, SynthesisParams
 from chorus.store.tenants import DEFAULT_TENANT
 from chorus.voices.catalog import VoiceCatalog
 from chorus.watermark.marking import Marking, OutputMarker
+
+log = logging.getLogger(__name__)
 
 
 class SpeechStream(ResponseStream):
@@ -137,6 +140,7 @@ class SpeechOrder:
 class SpeechLimits:
     max_input_chars: int
     request_timeout_s: float | None = None
+    log_text: bool = False  # log each request's text once (log.include_text)
 
 
 class SpeechService:
@@ -176,6 +180,8 @@ class SpeechService:
             if voice_id is None:  # a cloned voice: a store lookup, and its model loaded once per process
                 voice_id = await asyncio.to_thread(self.voices.resolve, order.tenant_id, order.voice)
             inp = self._input(order, voice_id)
+            if self.limits.log_text:
+                log.info("speech %s: %r", inp.request_id, order.text)
             # Phonemization / tokenization is CPU work: off the event loop, and off the engine loop.
             prepared = await asyncio.to_thread(self._prepare, inp)
             receipt = SynthesisReceipt(
@@ -324,4 +330,4 @@ def _shortest(*limits: float | None) -> float | None:
 
 
 def speech_limits(settings: Settings) -> SpeechLimits:
-    return SpeechLimits(settings.server.max_input_chars, settings.server.request_timeout_s)
+    return SpeechLimits(settings.server.max_input_chars, settings.server.request_timeout_s, settings.log.include_text)

@@ -32,3 +32,13 @@ def test_library_example_runs() -> None:
     proc = subprocess.run([sys.executable, "-c", block.group(1)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "s of audio" in proc.stdout
+
+
+def test_the_webhook_verification_snippet_is_the_tested_one() -> None:
+    """tests/webhooks/test_signing.py runs the snippet in chorus.webhooks.signing; the README shows that one."""
+    from chorus.webhooks import signing
+
+    assert signing.__doc__ is not None
+    tested = re.search(r"```python\n(.*?)```", signing.__doc__, re.S)
+    assert tested is not None
+    assert f"```python\n{tested.group(1)}```" in section("Operations")

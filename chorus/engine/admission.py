@@ -202,20 +202,27 @@ class AdmissionController:
         budget: Budget,
         horizon_s: float,
         max_slots: int | None = None,
+        start_limits: Sequence[float | None] | None = None,
     ) -> list[float | None]:
         """Seconds from now until each waiting request (in admission order) would start, or None past horizon_s.
 
         A fluid simulation of the engine: the workers do the pending windows at full capacity in deadline order;
         whenever a window finishes, waiting requests are admitted while the bound holds (the same test as
         ``admissible``) and a slot is free (a stream holds its slot until its last window is done), their
-        windows joining the work from then on.
+        windows joining the work from then on. A request with a start limit (seconds from now) that it would
+        pass is left out from then on, as the engine will refuse it: its entry is the time it was left out
+        (past its limit), and the requests behind it move up. One pass, however many are refused.
         """
         first_audio_s = self.config.first_audio_s
         starts: list[float | None] = [None] * len(waiting)
+        limits = list(start_limits) if start_limits is not None else [None] * len(waiting)
         streams = [self._jobs(p, now, budget) for p in running]
         t = now
         done = 0
         while done < len(waiting) and t - now <= horizon_s:
+            while done < len(waiting) and (limit := limits[done]) is not None and t - now > limit:
+                starts[done] = t - now  # refused: the simulation goes on without it
+                done += 1
             n = self._admit(streams, waiting[done:], t, budget)
             if max_slots is not None:
                 n = min(n, max(0, max_slots - sum(1 for jobs in streams if jobs)))
@@ -239,6 +246,11 @@ class AdmissionController:
         return jobs_of(plan, start, self.config.first_audio_s, budget, newcomer_lane=lane)
 
     def _admit(self, streams: list[list[Job]], candidates: Sequence[StreamPlan], now: float, budget: Budget) -> int:
+        if not any(streams) and candidates:
+            # Nothing runs: the first may always start (alone it stalls nobody). Without this, a model that
+            # learned a wrong cost (a flood's serving overhead) could refuse everyone for ever, since nothing
+            # would run to correct it.
+            return 1 + self._admit([self._jobs(candidates[0], now, budget)], candidates[1:], now, budget)
         if not fits(streams, now, budget.capacity):
             return 0
         admitted = 0
@@ -316,13 +328,16 @@ class PlannedAdmission:
         budget: Budget,
         horizon_s: float,
         max_slots: int | None = None,
+        limits: Sequence[float | None] | None = None,
     ) -> list[float | None]:
         """Seconds from now until each waiting request's first audio (its start plus its first window), or None
-        when it would not start within ``horizon_s``."""
+        when it would not start within ``horizon_s``. ``limits``: first-audio limits (seconds from now) of the
+        requests the engine will refuse past them (see AdmissionController.predict_starts)."""
         plans = [self.waiting_plan(r) for r in waiting]
+        firsts = [budget.wall(plan.windows[0]) if plan.windows else 0.0 for plan in plans]
+        start_limits = None
+        if limits is not None:
+            start_limits = [None if lim is None else lim - f for lim, f in zip(limits, firsts, strict=True)]
         running_plans = [self.running_plan(r, now, budget) for r in running]
-        starts = self.controller.predict_starts(running_plans, plans, now, budget, horizon_s, max_slots)
-        return [
-            None if start is None else start + (budget.wall(plan.windows[0]) if plan.windows else 0.0)
-            for start, plan in zip(starts, plans, strict=True)
-        ]
+        starts = self.controller.predict_starts(running_plans, plans, now, budget, horizon_s, max_slots, start_limits)
+        return [None if start is None else start + f for start, f in zip(starts, firsts, strict=True)]

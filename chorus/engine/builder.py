@@ -22,6 +22,7 @@ def engine_config(settings: Settings, backend: Backend, *, output_hold_s: float 
         delivery_margin_s=worker.delivery_margin_ms / 1000.0 + output_hold_s,
         max_load=worker.max_load or None,
         max_queue_wait_s=settings.server.max_queue_wait_s,
+        stall_timeout_s=worker.stall_timeout_s or None,
     )
 
 

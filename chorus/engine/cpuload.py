@@ -5,7 +5,8 @@ and this process's (``os.times``), against the CPU the workers reported for thei
 
 - other processes' use = machine busy - this process (a build, another server, a load generator);
 - serving overhead = this process - its workers, per second of audio produced (HTTP, resampling, encoding,
-  phonemizing, the engine loop): it grows with the streams, so admission charges it to each window;
+  phonemizing, the engine loop): it grows with the streams, so admission charges it to each window (capped at
+  MAX_OVERHEAD, and fading while little audio is made: a flood of refused requests is CPU without audio);
 - cores left to the workers = cores - other processes' use.
 
 Each is an exponential average of per-interval readings. Where ``/proc/stat`` does not exist (not Linux), other
@@ -25,6 +26,9 @@ SAMPLE_EVERY_S = 1.0
 OTHERS_WEIGHT = 0.5  # a new reading's weight: other load appears and goes quickly
 OVERHEAD_WEIGHT = 0.2
 MIN_AUDIO_S = 0.5  # an interval with less audio than this says little about overhead per audio second
+# Serving costs a few hundredths of a core-second per audio second; a reading far above that is a flood of
+# requests being parsed and refused (CPU without audio), not a cost of the audio: it is capped.
+MAX_OVERHEAD = 0.1
 
 
 def machine_busy_s() -> float | None:
@@ -90,8 +94,10 @@ class CpuLoad:
                 self._others += OTHERS_WEIGHT * (others - self._others)
             audio = reading[4] - last[4]
             if audio >= MIN_AUDIO_S:
-                overhead = max(0.0, own - (reading[3] - last[3])) / audio
+                overhead = min(MAX_OVERHEAD, max(0.0, own - (reading[3] - last[3])) / audio)
                 self._overhead += OVERHEAD_WEIGHT * (overhead - self._overhead)
+            else:  # little audio: nothing to learn from, and a stale high reading must not keep everyone out
+                self._overhead *= 1.0 - OVERHEAD_WEIGHT
 
     def reading(self) -> CpuReading:
         with self._lock:

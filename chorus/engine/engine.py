@@ -6,6 +6,7 @@ Nothing here knows asyncio. Other threads talk to the engine through ``add_reque
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -26,6 +27,7 @@ from chorus.engine.scheduler import Scheduler, SchedulerConfig
 from chorus.errors import (
     ChorusError,
     EngineDeadError,
+    EngineStalledError,
     InvalidRequestError,
     QueueFullError,
     RequestAbortedError,
@@ -59,6 +61,9 @@ class EngineConfig:
     # A request predicted to wait longer than this (or than its own timeout) for its first audio is refused at
     # once (429) instead of waiting to fail. None = no limit but the request's timeout.
     max_queue_wait_s: float | None = None
+    # A backend step still running after this long is a stall (a hung kernel, a deadlock in native code): the
+    # watchdog fails every request with EngineStalledError and the engine is dead. None = no watchdog.
+    stall_timeout_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,10 @@ class Engine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._predicted_at = -math.inf
+        # Steps on a backend right now: token -> when it started (the watchdog reads it).
+        self._steps_running: dict[int, float] = {}
+        self._step_tokens = itertools.count()
+        self._stalled: EngineStalledError | None = None
 
     def _wall_cost(self, slot: SlotState) -> float:
         factor = self.admission.load.wall_factor() if self.admission is not None else 1.0
@@ -176,6 +185,35 @@ class Engine:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="chorus-engine", daemon=True)
         self._thread.start()
+        if self.config.stall_timeout_s is not None:
+            threading.Thread(target=self._watch, name="chorus-watchdog", daemon=True).start()
+
+    def stalled_for_s(self, now: float | None = None) -> float:
+        """How long the oldest running backend step has been running (0 when none runs)."""
+        now = time.monotonic() if now is None else now
+        with self._cond:
+            oldest = min(self._steps_running.values(), default=now)
+        return now - oldest
+
+    def _watch(self) -> None:
+        """The watchdog: a step past stall_timeout_s kills the engine (no thread stuck in native code can be
+        stopped from Python, so the process must be restarted: chorus serve exits, see chorus.server.app)."""
+        limit = self.config.stall_timeout_s
+        assert limit is not None
+        while self._dead is None and not self._stopping:
+            time.sleep(min(1.0, limit / 4))
+            stalled = self.stalled_for_s()
+            if stalled <= limit:
+                continue
+            error = EngineStalledError(f"a synthesis step has run for {stalled:.0f} s (limit {limit:g} s)")
+            log.critical("engine stalled: %s; failing every request", error.message)
+            with self._cond:
+                self._stalled = error
+                self._cond.notify()
+            time.sleep(1.0)  # the engine thread fails everyone itself if it is free (pipelined: a worker hangs)
+            if self._dead is None:  # it is the one stuck (lockstep): fail them from here
+                self._die(error)
+            return
 
     def shutdown(self, drain_timeout_s: float = 0.0, *, close_backend: bool = True) -> None:
         """Stop taking requests, let running ones finish for up to drain_timeout_s, abort the rest, and close the
@@ -204,11 +242,14 @@ class Engine:
         return self.backend.is_compute_bound and self.backend.num_workers > 1 and self.config.mode == "continuous"
 
     def wait_for_work(self, ready: Callable[[], bool], timeout_s: float = 0.5) -> bool:
-        """Block the engine thread until ``ready()`` or new input (requests, aborts, shutdown)."""
+        """Block the engine thread until ``ready()`` or new input (requests, aborts, shutdown). Raises the
+        watchdog's EngineStalledError once it has declared a stall (the loop dies with it)."""
         with self._cond:
-            while not (ready() or self._inbox or self._aborts or self._stopping):
+            while not (ready() or self._inbox or self._aborts or self._stopping or self._stalled):
                 if not self._cond.wait(timeout=timeout_s):
                     break
+            if self._stalled is not None:
+                raise self._stalled
             return not self._stopping or self.has_work()
 
     def wake(self) -> None:
@@ -278,29 +319,24 @@ class Engine:
         self._predicted_at = now
         horizon = MAX_PREDICTION_S  # beyond any wait limit: a refused caller still learns when to come back
         budget = admission.budget()
-        while waiting:
-            running = self.scheduler.running
-            firsts = admission.predict_first_audio(running, waiting, now, budget, horizon, self.config.max_slots)
-            refused = None
-            for req, first in zip(waiting, firsts, strict=True):
-                is_new = req.predicted_first_audio is None
-                req.predicted_first_audio = math.inf if first is None else now + first
-                if is_new and first is not None:
-                    req.first_prediction_s = now + first - req.arrival_time
-                limit = self._wait_limit(req, now)
-                if is_new and refused is None and (first is None or first > limit):
-                    refused = (req, first)
-            if refused is None:
-                return
-            req, first = refused
-            wait = f"{first:.1f} s" if first is not None else f"more than {horizon:g} s"
-            error = QueueFullError(
-                f"the server is at capacity: the wait for first audio would be {wait}, over this request's limit "
-                f"of {self._wait_limit(req, now):.1f} s",
-                retry_after_s=first if first is not None else horizon,
-            )
-            self._finish(req, RequestStatus.FINISHED_ERROR, error)
-            waiting = [r for r in waiting if r is not req]
+        # New requests carry their limit: the simulation leaves out each one it would keep past it (refused
+        # below), so one pass predicts everyone, however many a flood brings.
+        limits = [self._wait_limit(r, now) if r.predicted_first_audio is None else None for r in waiting]
+        running = self.scheduler.running
+        firsts = admission.predict_first_audio(running, waiting, now, budget, horizon, self.config.max_slots, limits)
+        for req, first, limit in zip(waiting, firsts, limits, strict=True):
+            if limit is not None and (first is None or first > limit):
+                wait = f"{first:.1f} s" if first is not None else f"more than {horizon:g} s"
+                error = QueueFullError(
+                    f"the server is at capacity: the wait for first audio would be {wait}, over this request's "
+                    f"limit of {limit:.1f} s",
+                    retry_after_s=first if first is not None else horizon,
+                )
+                self._finish(req, RequestStatus.FINISHED_ERROR, error)
+                continue
+            req.predicted_first_audio = math.inf if first is None else now + first
+            if limit is not None and first is not None:
+                req.first_prediction_s = now + first - req.arrival_time
 
     def _wait_limit(self, req: Request, now: float) -> float:
         limits = [self.config.max_queue_wait_s or math.inf]
@@ -317,7 +353,14 @@ class Engine:
     def execute(self, batch: list[Request]) -> tuple[list[StepOutput], float]:
         """The one batched backend call (thread-safe for disjoint batches: pipelined workers call it)."""
         t0 = time.perf_counter()
-        outputs = self.backend.step([r.slot for r in batch if r.slot is not None])
+        token = next(self._step_tokens)
+        with self._cond:
+            self._steps_running[token] = time.monotonic()
+        try:
+            outputs = self.backend.step([r.slot for r in batch if r.slot is not None])
+        finally:
+            with self._cond:
+                self._steps_running.pop(token, None)
         if len(outputs) != len(batch):
             raise RuntimeError(f"backend returned {len(outputs)} outputs for {len(batch)} slots")
         return outputs, time.perf_counter() - t0
@@ -392,9 +435,15 @@ class Engine:
         if finished:
             audio = np.concatenate([audio, crossfader.flush()])
         alignments = tuple(replace(a, start_sample=a.start_sample + offset) for a in out.alignments)
-        if audio.size and req.first_audio_time is None:
-            req.first_audio_time = time.monotonic()
-            self.metrics.observe_first_audio(req.first_audio_time - req.arrival_time)
+        if audio.size:
+            now = time.monotonic()
+            if req.first_audio_time is None:
+                req.first_audio_time = now
+                self.metrics.observe_first_audio(now - req.arrival_time)
+            else:
+                late = now - req.deadline(self.backend.sample_rate)
+                self.metrics.observe_chunk(now - (req.last_audio_time or now), late)
+            req.last_audio_time = now
         req.num_samples_sent += audio.size
         if audio.size or alignments:
             req.sink(self._output(req, audio, alignments))
@@ -437,7 +486,7 @@ class Engine:
         with self._cond:
             self._by_id.pop(req.request_id, None)
         service = time.monotonic() - req.arrival_time if status == RequestStatus.FINISHED_STOPPED else None
-        self.metrics.observe_finish(status.name.lower(), service)
+        self.metrics.observe_finish(status.name.lower(), service, req.num_samples_sent / self.backend.sample_rate)
         empty = np.zeros(0, dtype=np.float32)
         try:
             req.sink(self._output(req, empty, status=status, error=error))
@@ -445,10 +494,14 @@ class Engine:
             log.exception("sink of request %s failed", req.request_id)
 
     def _die(self, exc: BaseException) -> None:
-        log.exception("engine loop failed; failing every request", exc_info=exc)
-        dead = EngineDeadError(f"the engine failed: {exc}")
+        dead = exc if isinstance(exc, EngineDeadError) else EngineDeadError(f"the engine failed: {exc}")
         with self._cond:
+            if self._dead is not None:  # the watchdog and the engine thread may both get here
+                return
             self._dead = dead
+        if not isinstance(exc, EngineStalledError):
+            log.exception("engine loop failed; failing every request", exc_info=exc)
+        with self._cond:
             pending = list(self._inbox)
             self._inbox.clear()
         for req in [*self.scheduler.all_requests(), *pending]:

@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -20,8 +21,22 @@ class StepRecord:
     audio_seconds: float
 
 
+class EngineEvents(Protocol):
+    """Where the engine's events go besides its own counters (the server's Prometheus metrics). Called on the
+    engine thread: each must be quick and must not raise."""
+
+    def step(self, duration_s: float, num_slots: int, audio_s: float) -> None: ...
+
+    def first_audio(self, seconds: float) -> None: ...
+
+    def chunk(self, gap_s: float, late_s: float) -> None: ...
+
+    def finished(self, status: str, service_s: float | None, audio_s: float) -> None: ...
+
+
 class EngineMetrics:
     def __init__(self) -> None:
+        self.events: EngineEvents | None = None
         self._lock = threading.Lock()
         self._steps: deque[StepRecord] = deque()
         self._ttfa: deque[float] = deque(maxlen=4096)
@@ -38,16 +53,28 @@ class EngineMetrics:
                 self._steps.popleft()
             self.total_steps += 1
             self.total_audio_seconds += audio_seconds
+        if self.events is not None:
+            self.events.step(duration_s, num_slots, audio_seconds)
 
     def observe_first_audio(self, seconds: float) -> None:
         with self._lock:
             self._ttfa.append(seconds)
+        if self.events is not None:
+            self.events.first_audio(seconds)
 
-    def observe_finish(self, status: str, service_s: float | None) -> None:
+    def observe_chunk(self, gap_s: float, late_s: float) -> None:
+        """A playing stream's next audio left the engine ``gap_s`` after its previous one; ``late_s`` > 0: after
+        its client (playing from its first audio, in real time) would have run dry, by that much."""
+        if self.events is not None:
+            self.events.chunk(gap_s, late_s)
+
+    def observe_finish(self, status: str, service_s: float | None, audio_s: float = 0.0) -> None:
         with self._lock:
             self.finished[status] += 1
             if service_s is not None:
                 self._service.append(service_s)
+        if self.events is not None:
+            self.events.finished(status, service_s, audio_s)
 
     def mean_service_s(self, default: float = 10.0) -> float:
         with self._lock:

@@ -66,6 +66,7 @@ class Request:
     crossfader: Crossfader | None = None
     admitted_time: float | None = None  # when it got a slot
     first_audio_time: float | None = None
+    last_audio_time: float | None = None  # when its latest audio left the engine
     # Admission control's prediction, when it had to wait: when its first audio should come (monotonic seconds).
     predicted_first_audio: float | None = None
     first_prediction_s: float | None = None  # the first such prediction, in seconds after arrival

@@ -22,8 +22,10 @@ from chorus.jobs.dispatcher import DispatchConfig, WebhookDispatcher
 from chorus.jobs.runner import JobRunner, RunnerConfig
 from chorus.models.base import Backend
 from chorus.server.auth import authenticate, check_can_start, keys_required
+from chorus.server.background import canary_loop, install_gauges
 from chorus.server.deps import ServerState
-from chorus.server.errors import install_error_handlers
+from chorus.server.errors import ERROR_RESPONSES, install_error_handlers
+from chorus.server.observability import OpsMiddleware, ServerMetrics, build_info
 from chorus.server.routes import consents as consent_routes
 from chorus.server.routes import jobs as job_routes
 from chorus.server.routes import openai, ops, verify, voices, vtts
@@ -47,7 +49,6 @@ from chorus.watermark.marking import HOLD_BACK_S, SECRET_NAME, Marking, configur
 from chorus.webhooks.ssrf import WebhookPolicy
 
 log = logging.getLogger(__name__)
-DRAIN_TIMEOUT_S = 20.0
 # A voice still "pending" this long after it was started belongs to a registration that crashed (a live one on
 # another replica finishes in seconds): its row and blobs are removed at start-up.
 SWEEP_PENDING_AFTER_S = 3600.0
@@ -89,10 +90,16 @@ def runner_config(settings: Settings) -> RunnerConfig:
     return RunnerConfig(concurrency=jobs.concurrency, lease_s=jobs.lease_s, max_attempts=jobs.max_attempts)
 
 
+def _draining(app: FastAPI) -> bool:
+    state: ServerState | None = getattr(app.state, "chorus", None)
+    return state is not None and state.is_draining
+
+
 def create_app(
     settings: Settings, *, backend: Backend | None = None, store: tuple[SqlStore, BlobStore] | None = None
 ) -> FastAPI:
     """Build the app; the model loads and the database migrates when the app starts (lifespan), not at import."""
+    metrics = ServerMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,6 +119,8 @@ def create_app(
         audit = AuditWriter(AuditLog(sql), retention_days=settings.safety.audit_retention_days)
         await asyncio.to_thread(check_can_start, settings, keys)
         engine = await asyncio.to_thread(partial(build_engine, settings, backend, output_hold_s=HOLD_BACK_S))
+        engine.metrics.events = metrics
+        build_info(metrics, engine.backend.name, settings.model.name)
         client = AsyncEngine(engine)
         client.start()
         catalog = VoiceCatalog(engine.backend.voices())
@@ -137,9 +146,20 @@ def create_app(
             jobs=JobStore(sql, blobs),
             webhook_store=WebhookStore(sql),
             webhook_policy=webhook_policy(settings),
+            metrics=metrics,
         )
-        state.dispatcher = WebhookDispatcher(state.webhook_store, state.webhook_policy, dispatch_config(settings))
+        state.dispatcher = WebhookDispatcher(
+            state.webhook_store,
+            state.webhook_policy,
+            dispatch_config(settings),
+            on_attempt=lambda outcome: metrics.webhook_attempts.labels(outcome).inc(),
+        )
         state.dispatcher.start()
+
+        def item_done(outcome: str) -> None:
+            metrics.job_items.labels(outcome).inc()
+            state.wake_webhooks()
+
         if settings.jobs.enabled:
             state.runner = JobRunner(
                 state.jobs,
@@ -147,9 +167,15 @@ def create_app(
                 client,
                 runner_config(settings),
                 out_rate=settings.server.output_sample_rate,
-                on_item=lambda _: state.wake_webhooks(),
+                on_item=item_done,
             )
             state.runner.start()
+        install_gauges(state, metrics)
+        background: list[asyncio.Task[None]] = []
+        if settings.server.canary_interval_s > 0:
+            canary = SpeechService(client, voice_service, speech_limits(settings), marking=None, audit=None)
+            loop = canary_loop(state, metrics, canary, settings.server.canary_interval_s)
+            background.append(asyncio.create_task(loop, name="chorus-canary"))
         app.state.chorus = state
         log.info(
             "chorus ready: backend %s, %d slots, %d workers, mode %s",
@@ -162,9 +188,10 @@ def create_app(
             yield
         finally:
             state.is_draining = True
-            if state.runner is not None:  # its items go back to the queue for another replica, at once
-                await state.runner.stop()
-            await client.shutdown(drain_timeout_s=DRAIN_TIMEOUT_S)
+            for running in background:
+                running.cancel()
+            await state.stop_jobs()
+            await client.shutdown(drain_timeout_s=settings.server.drain_timeout_s)
             await state.dispatcher.stop()
             await asyncio.to_thread(
                 audit.close
@@ -179,15 +206,12 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(OpsMiddleware, metrics=metrics, draining=lambda: _draining(app))
     authenticated = [Depends(authenticate)]
-    app.include_router(openai.router, dependencies=authenticated)
-    app.include_router(vtts.router, dependencies=authenticated)
-    app.include_router(voices.router, dependencies=authenticated)
-    app.include_router(consent_routes.router, dependencies=authenticated)
-    app.include_router(verify.router, dependencies=authenticated)
-    app.include_router(job_routes.router, dependencies=authenticated)
+    for router in (openai.router, vtts.router, voices.router, consent_routes.router, verify.router, job_routes.router):
+        app.include_router(router, dependencies=authenticated, responses=ERROR_RESPONSES)
     app.include_router(ops.router)
-    app.include_router(ops.authenticated_router, dependencies=authenticated)
+    app.include_router(ops.authenticated_router, dependencies=authenticated, responses=ERROR_RESPONSES)
     # Uploads larger than a reference clip may be are refused before their body is read whole.
     app.add_middleware(
         UploadLimit,

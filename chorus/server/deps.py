@@ -14,6 +14,7 @@ from chorus.engine.client import AsyncEngine
 from chorus.jobs.dispatcher import WebhookDispatcher
 from chorus.jobs.runner import JobRunner
 from chorus.server.auth import Principal
+from chorus.server.observability import ServerMetrics
 from chorus.speech import SpeechService
 from chorus.store.jobs import JobStore
 from chorus.store.keys import KeyStore
@@ -43,9 +44,16 @@ class ServerState:
     jobs: JobStore
     webhook_store: WebhookStore
     webhook_policy: WebhookPolicy
+    metrics: ServerMetrics
     runner: JobRunner | None = None
     dispatcher: WebhookDispatcher | None = None
     is_draining: bool = False
+
+    async def stop_jobs(self) -> None:
+        """Stop running job items and give them back, so another replica takes them at once (idempotent)."""
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.stop()
 
     def wake_webhooks(self) -> None:
         """A job may just have ended: its event goes out now, not at the dispatcher's next poll."""

@@ -4,15 +4,38 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chorus.errors import AuthenticationError, ChorusError, QueueFullError
 
 log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="OpenAI-style error type, e.g. invalid_request_error, not_found_error")
+    message: str
+    param: str | None = Field(description="the request field at fault, when there is one")
+    code: str | None = Field(default=None, description="a machine-readable reason within the type (when set)")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response (``error_body``)."""
+
+    error: ErrorDetail
+
+
+# Documented on every /v1 route. Request validation errors are 400s with this body (never FastAPI's 422 shape):
+# declaring 4XX also keeps FastAPI from documenting its own HTTPValidationError.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorResponse, "description": "the request was refused; error.param names the field at fault"},
+    "5XX": {"model": ErrorResponse, "description": "the server could not answer (engine down, timeout, no cloning)"},
+}
 
 
 def error_body(error_type: str, message: str, param: str | None = None, code: str | None = None) -> dict[str, object]:

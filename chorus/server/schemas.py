@@ -42,7 +42,9 @@ class SpeechKnobs(BaseModel):
 class SpeechRequest(SpeechKnobs):
     """``POST /v1/audio/speech`` (OpenAI)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"model": "tts-1", "input": "Hello there.", "voice": "alloy"}]}
+    )
     model: str = Field(min_length=1, max_length=200)
     # Upper bound enforced against settings.server.max_input_chars in the route.
     input: str = Field(min_length=1)
@@ -56,7 +58,7 @@ class SpeechRequest(SpeechKnobs):
 class GenerateRequest(SpeechKnobs):
     """``POST /v1/tts/generate`` (vTTS-style SSE)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "Hello there."}]})
     text: str = Field(min_length=1)
     voice: str | None = Field(default=None, max_length=200)
     speed: float = Field(default=1.0, ge=0.25, le=4.0)

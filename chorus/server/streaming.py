@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 from starlette.requests import Request
 
-from chorus.audio.encode import make_encoder
+from chorus.audio.encode import MEDIA_TYPES, make_encoder
 from chorus.audio.resample import StreamResampler
 from chorus.engine.request import RequestOutput
 from chorus.errors import ChorusError, RequestAbortedError
@@ -19,6 +19,9 @@ from chorus.speech import SpeechStream
 
 log = logging.getLogger(__name__)
 DISCONNECT_POLL_S = 0.1
+# What these bodies are, for the routes' OpenAPI ``responses``: audio in each response_format's media type, or SSE.
+AUDIO_CONTENT: dict[str, dict[str, object]] = {media_type: {} for media_type in MEDIA_TYPES.values()}
+SSE_CONTENT: dict[str, dict[str, object]] = {"text/event-stream": {}}
 
 
 async def first_output(stream: SpeechStream, request: Request) -> RequestOutput | None:

@@ -120,6 +120,11 @@ class VoiceStore:
             ).all()
         return [VoiceRecord.from_row(r) for r in rows]
 
+    def count(self) -> int:
+        """Ready voices across tenants (for /metrics)."""
+        with self.sql.session() as session:
+            return int(session.scalar(select(func.count()).where(VoiceRow.status == "ready")) or 0)
+
     def get(self, tenant_id: str, voice_id: str) -> VoiceRecord:
         """A ready voice of this tenant; VoiceNotFoundError (404) otherwise, whoever else owns the id."""
         with self.sql.session() as session:

@@ -17,7 +17,7 @@ from chorus.engine.admission import (
     fits,
     jobs_of,
 )
-from chorus.engine.cpuload import CpuLoad, machine_busy_s
+from chorus.engine.cpuload import MAX_OVERHEAD, CpuLoad, machine_busy_s
 from chorus.engine.engine import Engine
 from chorus.engine.request import RequestStatus
 from chorus.errors import QueueFullError
@@ -114,6 +114,25 @@ def test_the_newcomer_lane_is_planned_on_only_while_the_machine_is_quiet() -> No
     assert AdmissionController(config).admissible([busy_worker], [plan], 0.0, busy) == 0
 
 
+def test_with_nothing_running_the_first_request_always_starts() -> None:
+    # A budget that fits nothing (a wrongly learned cost): alone, a stream stalls nobody, so it starts anyway.
+    plan = StreamPlan((Window(1.0, 0.5), Window(1.0, 0.5)))
+    dear = Budget(0.1)
+    assert controller().admissible([], [plan, plan], 0.0, dear) == 1
+    assert controller().admissible([StreamPlan((Window(1.0, 0.5),), next_due=5.0)], [plan], 0.0, dear) == 0
+
+
+def test_a_prediction_leaves_out_requests_it_would_keep_past_their_limit_in_one_pass() -> None:
+    # One core; each request is 1 s of CPU for 1 s of audio, in one window: only one runs at a time.
+    plan = StreamPlan((Window(1.0, 0.9),))
+    ctl = controller()
+    unlimited = ctl.predict_starts([], [plan] * 4, 0.0, Budget(1.0), horizon_s=60.0)
+    assert unlimited == pytest.approx([0.0, 0.9, 1.8, 2.7])
+    # The second may wait 0.5 s at most: left out at 0.9, so the third starts at 0.9 and the fourth at 1.8.
+    limited = ctl.predict_starts([], [plan] * 4, 0.0, Budget(1.0), 60.0, start_limits=[None, 0.5, None, 2.0])
+    assert limited == pytest.approx([0.0, 0.9, 0.9, 1.8])
+
+
 def controller() -> AdmissionController:
     return AdmissionController(AdmissionConfig(first_audio_s=0.25))
 
@@ -196,9 +215,25 @@ def test_serving_overhead_is_this_process_beyond_its_workers_per_audio_second() 
     busy_until = time.thread_time() + 0.3
     while time.thread_time() < busy_until:  # 0.3 s of this process's CPU that no worker reported
         pass
-    load.note_step(cpu_s=0.0, audio_s=3.0)
+    load.note_step(cpu_s=0.0, audio_s=6.0)
     load.sample(start + 1.5)
-    assert 0.3 * 0.2 / 3.0 * 0.9 < load.reading().overhead < 0.2 * (0.3 + 0.2) / 3.0  # a fifth of the first reading
+    assert 0.3 * 0.2 / 6.0 * 0.9 < load.reading().overhead < 0.2 * (0.3 + 0.2) / 6.0  # a fifth of the first reading
+
+
+def test_a_flood_of_cpu_without_audio_does_not_make_serving_look_dear_for_ever() -> None:
+    load = CpuLoad(cores=2)
+    start = time.monotonic()
+    load.sample(start)
+    busy_until = time.thread_time() + 0.3
+    while time.thread_time() < busy_until:  # 0.3 s of CPU for half a second of audio: 0.6 per audio second
+        pass
+    load.note_step(cpu_s=0.0, audio_s=0.5)
+    load.sample(start + 1.5)
+    assert load.reading().overhead <= 0.2 * MAX_OVERHEAD + 1e-12  # capped
+    high = load.reading().overhead
+    for k in range(2, 6):  # intervals without audio: it fades
+        load.sample(start + 1.5 * k)
+    assert load.reading().overhead < high * 0.5
 
 
 def _saturating_engine(max_queue_wait_s: float) -> tuple[Engine, FakePlannerBackend]:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from chorus.engine.request import RequestStatus
-from chorus.errors import EngineDeadError, InvalidRequestError, QueueFullError, RequestTimeoutError, SynthesisError
+from chorus.errors import (
+    EngineDeadError,
+    EngineStalledError,
+    InvalidRequestError,
+    QueueFullError,
+    RequestTimeoutError,
+    SynthesisError,
+)
 from chorus.speech import SpeechOrder
-from tests.engine.helpers import make_engine, run_until_idle, speech_service, submit
-from tests.fakes import FRAME_SAMPLES, FakeBackend, expected_audio
+from tests.engine.helpers import make_engine, run_until_idle, speech_service, submit, wait_final
+from tests.fakes import FRAME_SAMPLES, FakeBackend, FakePlannerBackend, expected_audio
 
 TEN = "one two three four five six seven eight nine ten"
 
@@ -214,3 +222,34 @@ def test_async_client_streams_and_aborts() -> None:
         await client.shutdown()
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["lockstep", "pipelined"])
+def test_the_watchdog_fails_every_request_when_a_step_hangs(workers: int) -> None:
+    gate = threading.Event()  # never set: every step hangs (until the fake's own 10 s bound)
+    backend = FakePlannerBackend(gate=gate, num_workers=workers)
+    engine = make_engine(backend, stall_timeout_s=0.5, max_load=None)
+    assert engine.is_pipelined == (workers > 1)
+    engine.start()
+    started = time.monotonic()
+    sinks = [submit(engine, "one two three", f"r{i}")[1] for i in range(3)]
+    wait_final(sinks, timeout_s=5)
+    assert time.monotonic() - started < 4  # 0.5 s limit, checked every 0.125 s, 1 s for the engine thread
+    for sink in sinks:
+        assert sink.status == RequestStatus.FINISHED_ERROR
+        assert isinstance(sink.final.error, EngineStalledError) and sink.final.error.code == "engine_stalled"
+    assert not engine.is_alive()
+    with pytest.raises(EngineStalledError):
+        submit(engine, "later", "r9")
+    gate.set()
+
+
+def test_the_watchdog_leaves_slow_but_moving_steps_alone() -> None:
+    backend = FakeBackend(step_delay_s=0.05)
+    engine = make_engine(backend, stall_timeout_s=0.5)
+    engine.start()
+    sinks = [submit(engine, " ".join(["word"] * 30), f"r{i}")[1] for i in range(2)]  # 30 steps of 50 ms each
+    wait_final(sinks, timeout_s=10)
+    assert all(s.status == RequestStatus.FINISHED_STOPPED for s in sinks)
+    assert engine.is_alive() and engine.stalled_for_s() == 0.0
+    engine.shutdown()

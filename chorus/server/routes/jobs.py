@@ -10,9 +10,10 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from chorus.errors import ChorusError, InvalidRequestError
+from chorus.errors import InvalidRequestError, PermissionDeniedError
 from chorus.jobs.items import JobItem
 from chorus.server.deps import ServerState, StateDep, principal_of, tenant_of
+from chorus.server.streaming import AUDIO_CONTENT
 from chorus.store.jobs import ItemRecord, JobRecord
 from chorus.store.webhooks import EventRecord
 from chorus.webhooks.ssrf import WebhookURLError, check_url
@@ -30,7 +31,9 @@ class WebhookTarget(BaseModel):
 class JobRequest(BaseModel):
     """``POST /v1/jobs``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"items": [{"input": "Hello there.", "voice": "alloy"}]}]}
+    )
     items: list[JobItem] = Field(min_length=1, description="at most jobs.max_items lines")
     webhook: WebhookTarget | None = None
     metadata: dict[str, MetadataValue] | None = Field(default=None, max_length=32)
@@ -40,12 +43,6 @@ class InvalidWebhookError(InvalidRequestError):
     def __init__(self, err: WebhookURLError) -> None:
         super().__init__(str(err), param="webhook.url")
         self.code = err.code
-
-
-class ForbiddenError(ChorusError):
-    status_code = 403
-    error_type = "permission_error"
-    code = "admin_required"
 
 
 def _ts(moment: datetime | None) -> int | None:
@@ -191,7 +188,7 @@ async def get_job(job_id: str, request: Request, state: StateDep) -> dict[str, A
     "/jobs/{job_id}/items/{n}/audio",
     summary="One item's audio",
     response_class=Response,
-    responses={200: {"content": {"audio/mpeg": {}}, "description": "the item's audio, in its response_format"}},
+    responses={200: {"content": AUDIO_CONTENT, "description": "the item's audio, in its response_format"}},
 )
 async def get_item_audio(job_id: str, n: Annotated[int, Path(ge=0)], request: Request, state: StateDep) -> Response:
     item, audio = await asyncio.to_thread(state.jobs.result, tenant_of(request), job_id, n)
@@ -228,7 +225,7 @@ def _secret_object(state: ServerState, tenant_id: str, rotated: bool) -> dict[st
 
 def _require_admin(request: Request) -> None:
     if principal_of(request).role != "admin":
-        raise ForbiddenError("this needs an admin key of the tenant")
+        raise PermissionDeniedError("this needs an admin key of the tenant")
 
 
 @router.get("/webhooks/secret", tags=["webhooks"], summary="The secret that signs this tenant's webhooks")

@@ -15,6 +15,8 @@ from chorus.server.deps import StateDep, principal_of
 from chorus.server.routes.common import submit_speech
 from chorus.server.schemas import SpeechRequest
 from chorus.server.streaming import (
+    AUDIO_CONTENT,
+    SSE_CONTENT,
     audio_body,
     encoded_chunks,
     error_event,
@@ -27,7 +29,17 @@ from chorus.speech import SpeechStream
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-@router.post("/audio/speech", summary="Generate audio from text (OpenAI-compatible)")
+@router.post(
+    "/audio/speech",
+    summary="Generate audio from text (OpenAI-compatible)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {**AUDIO_CONTENT, **SSE_CONTENT},
+            "description": "the audio in response_format, or Server-Sent Events with stream_format=sse",
+        }
+    },
+)
 async def create_speech(
     body: SpeechRequest, request: Request, state: StateDep, x_request_id: str | None = Header(default=None)
 ) -> StreamingResponse:

@@ -1,12 +1,14 @@
-"""Operations: ``/health`` (the process answers), ``/ready`` (it can take work), request status."""
+"""Operations: ``/health`` (the process answers), ``/ready`` (it can take work), ``/metrics``, request status."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+import asyncio
 
-from chorus.errors import NotFoundError
-from chorus.server.deps import StateDep, tenant_of
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from chorus.errors import NotFoundError, PermissionDeniedError
+from chorus.server.deps import StateDep, principal_of, tenant_of
 
 router = APIRouter(tags=["ops"])  # open: probes carry no key
 authenticated_router = APIRouter(tags=["ops"])
@@ -40,6 +42,19 @@ async def ready(state: StateDep) -> JSONResponse:
     if engine.is_queue_full:
         reasons.append("waiting queue is full")
     return JSONResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
+
+
+@authenticated_router.get(
+    "/metrics",
+    summary="Prometheus metrics (an admin key where keys are required)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "the Prometheus text exposition format"}},
+)
+async def metrics(request: Request, state: StateDep) -> Response:
+    if principal_of(request).role != "admin":
+        raise PermissionDeniedError("/metrics needs an admin key")
+    body, content_type = await asyncio.to_thread(state.metrics.exposition)
+    return Response(body, media_type=content_type)
 
 
 @authenticated_router.get("/v1/requests/{request_id}", summary="Status, queue position and ETA of a request")

@@ -19,14 +19,19 @@ from chorus.server.deps import ServerState, StateDep, principal_of, tenant_of
 from chorus.server.routes.common import submit_speech
 from chorus.server.routes.voices import builtin_voice_object, cloned_voice_object
 from chorus.server.schemas import GenerateRequest
-from chorus.server.streaming import encoded_chunks, error_event, outcome_of, sse_event
+from chorus.server.streaming import SSE_CONTENT, encoded_chunks, error_event, outcome_of, sse_event
 from chorus.speech import SpeechStream
 
 router = APIRouter(prefix="/v1", tags=["vtts"])
 QUEUE_REPORT_S = 0.5
 
 
-@router.post("/tts/generate", summary="Stream speech as Server-Sent Events (vTTS-compatible)")
+@router.post(
+    "/tts/generate",
+    summary="Stream speech as Server-Sent Events (vTTS-compatible)",
+    response_class=StreamingResponse,
+    responses={200: {"content": SSE_CONTENT, "description": "queued, audio, then done (or error) events"}},
+)
 async def generate(
     body: GenerateRequest, request: Request, state: StateDep, x_request_id: str | None = Header(default=None)
 ) -> StreamingResponse:
