@@ -310,21 +310,7 @@ class JobStore:
 
     def release(self, lease: Lease) -> None:
         """Give the item back unfinished (a draining server, a full engine): queued again, this try not counted."""
-        with self.sql.session() as session:
-            session.execute(
-                update(JobItemRow)
-                .where(
-                    JobItemRow.job_id == lease.job_id, JobItemRow.n == lease.n, JobItemRow.lease_token == lease.token
-                )
-                .values(
-                    status="queued",
-                    lease_token=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    attempts=JobItemRow.attempts - 1,
-                )
-            )
-            session.commit()
+        self._requeue(JobItemRow.job_id == lease.job_id, JobItemRow.n == lease.n, JobItemRow.lease_token == lease.token)
 
     def succeed(self, lease: Lease, audio: bytes, *, extension: str, content_type: str, audio_s: float) -> bool:
         """Store the result under this lease's own key, then record it if the lease still holds; else remove the
@@ -353,10 +339,14 @@ class JobStore:
 
     def release_owner(self, owner: str) -> int:
         """Give back every item this worker holds (a server draining on SIGTERM): others take them at once."""
+        return self._requeue(JobItemRow.lease_owner == owner[:128], JobItemRow.status == "running")
+
+    def _requeue(self, *where: Any) -> int:
+        """Queue the items ``where`` selects again, their lease dropped and the try not counted."""
         with self.sql.session() as session:
             result = session.execute(
                 update(JobItemRow)
-                .where(JobItemRow.lease_owner == owner[:128], JobItemRow.status == "running")
+                .where(*where)
                 .values(
                     status="queued",
                     lease_token=None,
