@@ -154,7 +154,8 @@ def _requests(n: int) -> tuple[list[str], list[str]]:
 
 
 def _run_chorus(backend: Any, n: int, frames: int, greedy: bool, forward_times: bool) -> RunResult:
-    from chorus.engine.engine import Engine, EngineConfig
+    from chorus.engine.config import EngineConfig
+    from chorus.engine.engine import Engine
     from chorus.engine.request import Request, RequestOutput
     from chorus.models.base import SpeechInput, SynthesisParams
 

@@ -44,7 +44,8 @@ def bounds_from(yardstick: GateReport, sentences: int) -> GateBounds:
 
 def render(backend: Any, texts: Sequence[str], seeds: Sequence[int], max_frames: int) -> list[np.ndarray]:
     """Each text spoken by ``backend`` through the engine (static batches), seeded; float32 mono at 24 kHz."""
-    from chorus.engine.engine import Engine, EngineConfig
+    from chorus.engine.config import EngineConfig
+    from chorus.engine.engine import Engine
     from chorus.engine.request import Request, RequestOutput
     from chorus.models.base import SpeechInput, SynthesisParams
 

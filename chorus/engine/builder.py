@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from chorus.config import Settings
-from chorus.engine.engine import Engine, EngineConfig
+from chorus.engine.config import EngineConfig
+from chorus.engine.engine import Engine
 from chorus.models.base import Backend
 from chorus.models.registry import build_backend
 

@@ -8,7 +8,8 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
-from chorus.engine.engine import Engine, RequestInfo
+from chorus.engine.config import RequestInfo
+from chorus.engine.engine import Engine
 from chorus.engine.request import Request, RequestOutput
 from chorus.errors import QueueFullError
 from chorus.models.base import Backend

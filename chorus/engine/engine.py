@@ -6,24 +6,24 @@ Nothing here knows asyncio. Other threads talk to the engine through ``add_reque
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
 import numpy as np
 
 from chorus.audio.crossfade import Crossfader
 from chorus.engine.admission import AdmissionConfig, PlannedAdmission
+from chorus.engine.config import EngineConfig, RequestInfo
 from chorus.engine.metrics import EngineMetrics
 from chorus.engine.pipeline import run_pipelined
 from chorus.engine.request import Request, RequestOutput, RequestStatus
 from chorus.engine.scheduler import Scheduler, SchedulerConfig
+from chorus.engine.watchdog import StepClock, watch
 from chorus.errors import (
     ChorusError,
     EngineDeadError,
@@ -41,39 +41,6 @@ log = logging.getLogger(__name__)
 PREDICT_EVERY_S = 0.2
 # Predictions look no further ahead than this (a wait past it is refused, with this as its Retry-After).
 MAX_PREDICTION_S = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    max_slots: int
-    queue_limit: int = 256
-    mode: Literal["continuous", "static"] = "continuous"
-    step_budget_s: float | None = 0.06
-    max_frames: int | None = None  # autoregressive backends only
-    crossfade_s: float = 0.01
-    first_audio_target_s: float = 0.25
-    # CPU backends: a stream's next audio is planned to leave the engine this long before its client would run
-    # dry, for the trip to the client (encoding, the event loop, the network).
-    delivery_margin_s: float = 0.1
-    # Admission control on CPU backends (chorus.engine.admission): the share of the workers' compute that
-    # running streams may plan on (None = off, only max_slots applies).
-    max_load: float | None = 1.0
-    # A request predicted to wait longer than this (or than its own timeout) for its first audio is refused at
-    # once (429) instead of waiting to fail. None = no limit but the request's timeout.
-    max_queue_wait_s: float | None = None
-    # A backend step still running after this long is a stall (a hung kernel, a deadlock in native code): the
-    # watchdog fails every request with EngineStalledError and the engine is dead. None = no watchdog.
-    stall_timeout_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RequestInfo:
-    """What a caller may learn about its request while it waits or runs."""
-
-    request_id: str
-    status: str
-    queue_position: int | None  # 0 = next to be admitted; None once running or finished
-    eta_s: float | None  # estimated seconds until its first audio
 
 
 class Engine:
@@ -119,9 +86,7 @@ class Engine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._predicted_at = -math.inf
-        # Steps on a backend right now: token -> when it started (the watchdog reads it).
-        self._steps_running: dict[int, float] = {}
-        self._step_tokens = itertools.count()
+        self.steps = StepClock()  # backend steps running now (the watchdog reads it)
         self._stalled: EngineStalledError | None = None
 
     def _wall_cost(self, slot: SlotState) -> float:
@@ -185,35 +150,20 @@ class Engine:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="chorus-engine", daemon=True)
         self._thread.start()
-        if self.config.stall_timeout_s is not None:
-            threading.Thread(target=self._watch, name="chorus-watchdog", daemon=True).start()
+        if (limit := self.config.stall_timeout_s) is not None:
+            ended = lambda: self._dead is not None or self._stopping  # noqa: E731
+            args = (self.steps, limit, ended, self._stall)
+            threading.Thread(target=watch, args=args, name="chorus-watchdog", daemon=True).start()
 
-    def stalled_for_s(self, now: float | None = None) -> float:
-        """How long the oldest running backend step has been running (0 when none runs)."""
-        now = time.monotonic() if now is None else now
+    def _stall(self, error: EngineStalledError) -> None:
+        """The watchdog found a hung step: the engine thread fails everyone itself if it is free (pipelined: a
+        worker hangs); if it is the one stuck (lockstep), they are failed from here."""
         with self._cond:
-            oldest = min(self._steps_running.values(), default=now)
-        return now - oldest
-
-    def _watch(self) -> None:
-        """The watchdog: a step past stall_timeout_s kills the engine (no thread stuck in native code can be
-        stopped from Python, so the process must be restarted: chorus serve exits, see chorus.server.app)."""
-        limit = self.config.stall_timeout_s
-        assert limit is not None
-        while self._dead is None and not self._stopping:
-            time.sleep(min(1.0, limit / 4))
-            stalled = self.stalled_for_s()
-            if stalled <= limit:
-                continue
-            error = EngineStalledError(f"a synthesis step has run for {stalled:.0f} s (limit {limit:g} s)")
-            log.critical("engine stalled: %s; failing every request", error.message)
-            with self._cond:
-                self._stalled = error
-                self._cond.notify()
-            time.sleep(1.0)  # the engine thread fails everyone itself if it is free (pipelined: a worker hangs)
-            if self._dead is None:  # it is the one stuck (lockstep): fail them from here
-                self._die(error)
-            return
+            self._stalled = error
+            self._cond.notify()
+        time.sleep(1.0)
+        if self._dead is None:
+            self._die(error)
 
     def shutdown(self, drain_timeout_s: float = 0.0, *, close_backend: bool = True) -> None:
         """Stop taking requests, let running ones finish for up to drain_timeout_s, abort the rest, and close the
@@ -353,14 +303,8 @@ class Engine:
     def execute(self, batch: list[Request]) -> tuple[list[StepOutput], float]:
         """The one batched backend call (thread-safe for disjoint batches: pipelined workers call it)."""
         t0 = time.perf_counter()
-        token = next(self._step_tokens)
-        with self._cond:
-            self._steps_running[token] = time.monotonic()
-        try:
+        with self.steps.timing():
             outputs = self.backend.step([r.slot for r in batch if r.slot is not None])
-        finally:
-            with self._cond:
-                self._steps_running.pop(token, None)
         if len(outputs) != len(batch):
             raise RuntimeError(f"backend returned {len(outputs)} outputs for {len(batch)} slots")
         return outputs, time.perf_counter() - t0

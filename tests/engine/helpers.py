@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from chorus.engine.client import AsyncEngine
-from chorus.engine.engine import Engine, EngineConfig
+from chorus.engine.config import EngineConfig
+from chorus.engine.engine import Engine
 from chorus.engine.request import Request, RequestOutput, RequestStatus
 from chorus.models.base import Backend, SpeechInput, SynthesisParams
 from chorus.speech import BuiltinVoices, SpeechLimits, SpeechService

@@ -251,5 +251,5 @@ def test_the_watchdog_leaves_slow_but_moving_steps_alone() -> None:
     sinks = [submit(engine, " ".join(["word"] * 30), f"r{i}")[1] for i in range(2)]  # 30 steps of 50 ms each
     wait_final(sinks, timeout_s=10)
     assert all(s.status == RequestStatus.FINISHED_STOPPED for s in sinks)
-    assert engine.is_alive() and engine.stalled_for_s() == 0.0
+    assert engine.is_alive() and engine.steps.stalled_for_s() == 0.0
     engine.shutdown()
