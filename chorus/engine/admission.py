@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chorus.engine.cpuload import CpuLoad
+from chorus.engine.cpuload import CpuLoad, CpuReading
 from chorus.engine.request import Request
 from chorus.models.base import Window, WorkPlanner
 
@@ -263,6 +263,10 @@ class AdmissionController:
         return admitted
 
 
+def _is_quiet(reading: CpuReading) -> bool:
+    return reading.others < BUSY_OTHERS_CORES
+
+
 class PlannedAdmission:
     """The engine's side of admission control: requests → plans → decisions and predicted first-audio times."""
 
@@ -284,11 +288,12 @@ class PlannedAdmission:
         self.cpu.sample()
         reading = self.cpu.reading()
         capacity = self.config.max_load * min(reading.left, float(self.config.workers))
-        return Budget(capacity, self.load.margin, self.load.speed, reading.overhead, newcomer_lane=self.quiet())
+        quiet = _is_quiet(reading)
+        return Budget(capacity, self.load.margin, self.load.speed, reading.overhead, newcomer_lane=quiet)
 
     def quiet(self) -> bool:
         """Whether other processes leave the machine quiet (see BUSY_OTHERS_CORES), as last read."""
-        return self.cpu.reading().others < BUSY_OTHERS_CORES
+        return _is_quiet(self.cpu.reading())
 
     def describe(self) -> dict[str, float | bool]:
         budget = self.budget()

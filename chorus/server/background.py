@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import get_args
 
 from chorus.server.deps import ServerState
 from chorus.server.observability import ServerMetrics
 from chorus.speech import SpeechOrder, SpeechService
+from chorus.store.tables import EventStatus, JobStatus
 
 log = logging.getLogger(__name__)
 CANARY_TEXT = "Canary check."
@@ -42,12 +44,12 @@ def install_gauges(state: ServerState, metrics: ServerMetrics) -> None:
         if now - last_store_read >= STORE_GAUGES_EVERY_S:
             last_store_read = now
             for status, count in {
-                **dict.fromkeys(("queued", "running", "succeeded", "failed", "cancelled"), 0),
+                **dict.fromkeys(get_args(JobStatus), 0),
                 **state.jobs.counts_by_status(),
             }.items():
                 metrics.jobs.labels(status).set(count)
             for status, count in {
-                **dict.fromkeys(("pending", "delivered", "dead"), 0),
+                **dict.fromkeys(get_args(EventStatus), 0),
                 **state.webhook_store.counts_by_status(),
             }.items():
                 metrics.webhook_events.labels(status).set(count)

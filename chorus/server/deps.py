@@ -11,6 +11,7 @@ from chorus.audit import AuditWriter
 from chorus.config import Settings
 from chorus.consent.service import ConsentService
 from chorus.engine.client import AsyncEngine
+from chorus.errors import PermissionDeniedError
 from chorus.jobs.dispatcher import WebhookDispatcher
 from chorus.jobs.runner import JobRunner
 from chorus.server.auth import Principal
@@ -77,6 +78,12 @@ def principal_of(request: Request) -> Principal:
     """Who is calling, as ``chorus.server.auth.authenticate`` (a dependency of every /v1 route) found."""
     principal: Principal = request.state.principal
     return principal
+
+
+def require_admin(request: Request, what: str) -> None:
+    """403 unless the caller holds an admin key (keyless callers on a loopback bind are admins)."""
+    if principal_of(request).role != "admin":
+        raise PermissionDeniedError(f"{what} needs an admin key")
 
 
 def tenant_of(request: Request) -> str:

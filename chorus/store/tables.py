@@ -293,6 +293,7 @@ class SecretRow(Base):
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ItemStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+EventStatus = Literal["pending", "delivered", "dead"]
 
 
 class JobRow(Base):

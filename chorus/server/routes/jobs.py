@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from chorus.errors import InvalidRequestError, PermissionDeniedError
+from chorus.errors import InvalidRequestError
 from chorus.jobs.items import JobItem
-from chorus.server.deps import ServerState, StateDep, principal_of, tenant_of
+from chorus.server.deps import ServerState, StateDep, principal_of, require_admin, tenant_of
 from chorus.server.streaming import AUDIO_CONTENT
 from chorus.store.jobs import ItemRecord, JobRecord
+from chorus.store.tables import EventStatus
 from chorus.store.webhooks import EventRecord
 from chorus.webhooks.ssrf import WebhookURLError, check_url
 
@@ -223,14 +224,9 @@ def _secret_object(state: ServerState, tenant_id: str, rotated: bool) -> dict[st
     }
 
 
-def _require_admin(request: Request) -> None:
-    if principal_of(request).role != "admin":
-        raise PermissionDeniedError("this needs an admin key of the tenant")
-
-
 @router.get("/webhooks/secret", tags=["webhooks"], summary="The secret that signs this tenant's webhooks")
 async def get_webhook_secret(request: Request, state: StateDep) -> dict[str, Any]:
-    _require_admin(request)
+    require_admin(request, "reading the webhook secret")
     return await asyncio.to_thread(_secret_object, state, tenant_of(request), False)
 
 
@@ -240,7 +236,7 @@ async def get_webhook_secret(request: Request, state: StateDep) -> dict[str, Any
     summary="A new signing secret; the old one still signs (a second signature) for webhooks.rotation_overlap_s",
 )
 async def rotate_webhook_secret(request: Request, state: StateDep) -> dict[str, Any]:
-    _require_admin(request)
+    require_admin(request, "rotating the webhook secret")
     return await asyncio.to_thread(_secret_object, state, tenant_of(request), True)
 
 
@@ -248,7 +244,7 @@ async def rotate_webhook_secret(request: Request, state: StateDep) -> dict[str, 
 async def list_webhook_events(
     request: Request,
     state: StateDep,
-    status: Literal["pending", "delivered", "dead"] | None = None,
+    status: EventStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> dict[str, Any]:
     records = await asyncio.to_thread(state.webhook_store.list, tenant_of(request), status=status, limit=limit)
@@ -257,7 +253,7 @@ async def list_webhook_events(
 
 @router.post("/webhooks/events/{event_id}/replay", tags=["webhooks"], summary="Send an event again (admin)")
 async def replay_webhook_event(event_id: str, request: Request, state: StateDep) -> dict[str, Any]:
-    _require_admin(request)
+    require_admin(request, "replaying a webhook event")
     record = await asyncio.to_thread(state.webhook_store.replay, tenant_of(request), event_id)
     state.wake_webhooks()
     return _event_object(record)

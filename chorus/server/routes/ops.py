@@ -7,8 +7,8 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from chorus.errors import NotFoundError, PermissionDeniedError
-from chorus.server.deps import StateDep, principal_of, tenant_of
+from chorus.errors import NotFoundError
+from chorus.server.deps import StateDep, require_admin, tenant_of
 
 router = APIRouter(tags=["ops"])  # open: probes carry no key
 authenticated_router = APIRouter(tags=["ops"])
@@ -51,8 +51,7 @@ async def ready(state: StateDep) -> JSONResponse:
     responses={200: {"content": {"text/plain": {}}, "description": "the Prometheus text exposition format"}},
 )
 async def metrics(request: Request, state: StateDep) -> Response:
-    if principal_of(request).role != "admin":
-        raise PermissionDeniedError("/metrics needs an admin key")
+    require_admin(request, "/metrics")
     body, content_type = await asyncio.to_thread(state.metrics.exposition)
     return Response(body, media_type=content_type)
 
