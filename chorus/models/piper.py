@@ -33,6 +33,7 @@ from chorus.models.base import (
     Window,
     usable_cores,
 )
+from chorus.models import piper_espeak
 from chorus.models.cloning import voice_model
 from chorus.models.piper_graph import PiperGraph
 from chorus.models.piper_noise import SegmentNoise, random_seed
@@ -117,6 +118,9 @@ class PiperBackend:
         self.graph = PiperGraph.load(path, quantization=quantization)
         # piper-tts's own phonemizer and id map (its espeak-ng is bundled); its session stays unused.
         self._voice = PiperVoice(session=self.graph.encoder, config=PiperConfig.from_dict(self.graph.config))
+        # The first phonemize initialises espeak-ng; then piper's leaking bridge is swapped for ours.
+        self._voice.phonemize("ready")
+        piper_espeak.install()
         cfg = self.graph.config
         self.sample_rate = self.graph.sample_rate
         self.hop = self.graph.hop_length
