@@ -13,6 +13,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -173,7 +174,8 @@ class SpeechService:
 
     async def open(self, order: SpeechOrder) -> SpeechStream:
         """Check, resolve the voice, prepare and queue off the event loop; return the stream at once. 4xx, 429
-        and 503 errors raise here, before any audio."""
+        and 503 errors raise here, before any audio. Wait limits count from here, preparation included."""
+        received = time.monotonic()
         release = self._admit(order)
         try:
             voice_id = self.voices.builtin_id(order.voice)
@@ -197,7 +199,7 @@ class SpeechService:
             if self.marking is not None:
                 receipt.watermark = self.marking.receipt(order.tenant_id)
             stream = SpeechStream(self.engine, inp.request_id, asyncio.get_running_loop(), receipt, marker)
-            self._add(order, inp, prepared, stream.put_threadsafe, release)
+            self._add(order, inp, prepared, stream.put_threadsafe, release, received)
         except BaseException:  # refused, failed or cancelled (the client left) before it was queued
             release()
             raise
@@ -206,12 +208,13 @@ class SpeechService:
     def stream(self, order: SpeechOrder) -> Iterator[RequestOutput]:
         """The same for a thread: yield outputs as the engine makes them; raise the request's typed error on
         failure; stopping early frees the slot."""
+        received = time.monotonic()
         release = self._admit(order)
         try:
             inp = self._input(order, self.voices.resolve(order.tenant_id, order.voice))
             prepared = self._prepare(inp)
             outputs: queue.Queue[RequestOutput] = queue.Queue()
-            self._add(order, inp, prepared, outputs.put, release)
+            self._add(order, inp, prepared, outputs.put, release, received)
         except BaseException:
             release()
             raise
@@ -247,8 +250,9 @@ class SpeechService:
         if not order.text.strip():
             raise InvalidRequestError(f"{param} is blank", param=param)
         key = order.key_id
+        timeout = _shortest(order.timeout_s, self.limits.request_timeout_s)
         if key is None:
-            self.engine.check_queue()
+            self.engine.check_queue(order.priority, timeout)
             return lambda: None
         with self._lock:
             busy = self._in_flight[key]
@@ -272,7 +276,7 @@ class SpeechService:
                     del self._in_flight[key]
 
         try:
-            self.engine.check_queue()
+            self.engine.check_queue(order.priority, timeout)
         except BaseException:
             release()
             raise
@@ -294,6 +298,7 @@ class SpeechService:
         prepared: object,
         sink: Callable[[RequestOutput], None],
         release_key: Callable[[], None],
+        received: float,
     ) -> None:
         """Queue the request; it counts against its key and belongs to its tenant until its final output."""
         rid = inp.request_id
@@ -316,6 +321,7 @@ class SpeechService:
             prepared=prepared,
             priority=order.priority,
             timeout_s=_shortest(order.timeout_s, self.limits.request_timeout_s),
+            arrival_time=received,
         )
         try:
             self.engine.add(request)

@@ -334,15 +334,23 @@ class PlannedAdmission:
         horizon_s: float,
         max_slots: int | None = None,
         limits: Sequence[float | None] | None = None,
+        *,
+        probe: bool = False,
     ) -> list[float | None]:
         """Seconds from now until each waiting request's first audio (its start plus its first window), or None
         when it would not start within ``horizon_s``. ``limits``: first-audio limits (seconds from now) of the
-        requests the engine will refuse past them (see AdmissionController.predict_starts)."""
+        requests the engine will refuse past them (see AdmissionController.predict_starts).
+
+        ``probe``: one more entry at the end, for a newcomer like the last waiting request arriving now, behind
+        everyone kept and with no limit: the wait a refused caller (or the next caller) really faces."""
         plans = [self.waiting_plan(r) for r in waiting]
+        if probe and plans:
+            plans.append(plans[-1])
         firsts = [budget.wall(plan.windows[0]) if plan.windows else 0.0 for plan in plans]
         start_limits = None
         if limits is not None:
-            start_limits = [None if lim is None else lim - f for lim, f in zip(limits, firsts, strict=True)]
+            start_limits = [None if lim is None else lim - f for lim, f in zip(limits, firsts, strict=False)]
+            start_limits += [None] * (len(plans) - len(start_limits))
         running_plans = [self.running_plan(r, now, budget) for r in running]
         starts = self.controller.predict_starts(running_plans, plans, now, budget, horizon_s, max_slots, start_limits)
         return [None if start is None else start + f for start, f in zip(starts, firsts, strict=True)]

@@ -86,6 +86,9 @@ class Engine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._predicted_at = -math.inf
+        # The latest prediction pass's refusals: (lowest priority refused, earliest refused first audio). A
+        # later newcomer of no higher priority queues behind them, so it is refused before any work is done.
+        self._refused: tuple[int, float] | None = None
         self.steps = StepClock()  # backend steps running now (the watchdog reads it)
         self._stalled: EngineStalledError | None = None
 
@@ -114,6 +117,24 @@ class Engine:
             self._by_id[req.request_id] = req
             self._inbox.append(req)
             self._cond.notify()
+
+    def early_refusal(self, priority: int, timeout_s: float | None) -> QueueFullError | None:
+        """A 429 for a newcomer that cannot start in time, decided before it is prepared (a flood's callers get
+        their answer at once instead of after phonemization): the latest refusals' predicted start is past
+        this newcomer's wait limit, and it would queue behind them."""
+        with self._cond:
+            refused = self._refused
+        if refused is None or priority > refused[0]:
+            return None
+        limit = min(x for x in (self.config.max_queue_wait_s, timeout_s, math.inf) if x is not None)
+        wait = refused[1] - time.monotonic()
+        if wait <= limit:
+            return None
+        return QueueFullError(
+            f"the server is at capacity: the wait for first audio would be over {wait:.1f} s, over this "
+            f"request's limit of {limit:.1f} s",
+            retry_after_s=wait,
+        )
 
     def abort(self, request_id: str, error: ChorusError | None = None) -> None:
         with self._cond:
@@ -242,6 +263,9 @@ class Engine:
             self._prefill(admitted)
         if self.admission is not None and self.scheduler.num_waiting:
             self._predict(now)
+        elif self._refused is not None:
+            with self._cond:
+                self._refused = None  # nobody waits: a newcomer gets a slot
 
     def _admission_limit(self, now: float) -> int | None:
         """How many requests may run after this round of admissions (None = only max_slots applies)."""
@@ -273,26 +297,42 @@ class Engine:
         # below), so one pass predicts everyone, however many a flood brings.
         limits = [self._wait_limit(r, now) if r.predicted_first_audio is None else None for r in waiting]
         running = self.scheduler.running
-        firsts = admission.predict_first_audio(running, waiting, now, budget, horizon, self.config.max_slots, limits)
+        firsts = admission.predict_first_audio(
+            running, waiting, now, budget, horizon, self.config.max_slots, limits, probe=fresh
+        )
+        # The wait of a newcomer behind everyone kept: a refused caller's honest Retry-After (the simulation
+        # stops following a refused request once it passes its limit).
+        tail = firsts.pop() if fresh else None
+        tail_wait = horizon if tail is None else tail
+        refused: list[int] = []
         for req, first, limit in zip(waiting, firsts, limits, strict=True):
             if limit is not None and (first is None or first > limit):
-                wait = f"{first:.1f} s" if first is not None else f"more than {horizon:g} s"
+                refused.append(req.priority)
+                wait = max(limit, tail_wait)
                 error = QueueFullError(
-                    f"the server is at capacity: the wait for first audio would be {wait}, over this request's "
-                    f"limit of {limit:.1f} s",
-                    retry_after_s=first if first is not None else horizon,
+                    f"the server is at capacity: the wait for first audio would be about {wait:.1f} s, over this "
+                    f"request's limit of {limit:.1f} s",
+                    retry_after_s=wait,
                 )
                 self._finish(req, RequestStatus.FINISHED_ERROR, error)
                 continue
             req.predicted_first_audio = math.inf if first is None else now + first
             if limit is not None and first is not None:
                 req.first_prediction_s = now + first - req.arrival_time
+        if refused:
+            refusal = (min(refused), now + tail_wait)
+            with self._cond:
+                self._refused = refusal
+        elif fresh:
+            with self._cond:
+                self._refused = None  # newcomers fitted: capacity is back
 
     def _wait_limit(self, req: Request, now: float) -> float:
+        """How much longer it may wait for first audio; both limits count from arrival (before preparation)."""
         limits = [self.config.max_queue_wait_s or math.inf]
         if req.timeout_s is not None:
-            limits.append(req.timeout_s - (now - req.arrival_time))
-        return min(limits)
+            limits.append(req.timeout_s)
+        return min(limits) - (now - req.arrival_time)
 
     def begin(self, batch: list[Request]) -> None:
         """Mark a batch as handed to a worker, noting what its step was estimated to cost (the learned margin)."""

@@ -23,6 +23,7 @@ from piper import PiperVoice
 from piper.config import PiperConfig
 
 from chorus.audio.chunking import segment_sentences
+from chorus.models import piper_espeak
 from chorus.models.base import (
     PhonemeAlignment,
     ReferenceVoice,
@@ -33,7 +34,6 @@ from chorus.models.base import (
     Window,
     usable_cores,
 )
-from chorus.models import piper_espeak
 from chorus.models.cloning import voice_model
 from chorus.models.piper_graph import PiperGraph
 from chorus.models.piper_noise import SegmentNoise, random_seed

@@ -268,6 +268,32 @@ def test_a_request_that_would_wait_past_its_limit_is_refused_at_once() -> None:
     assert refused_after < 0.5  # at once, not after waiting
 
 
+def test_after_a_refusal_later_newcomers_are_refused_before_any_work() -> None:
+    engine, _ = _saturating_engine(max_queue_wait_s=0.5)
+    engine.start()
+    try:
+        _, first = submit(engine, " ".join(["word"] * 20), "first")  # 2 s of compute on the only worker
+        deadline = time.monotonic() + 5
+        while not first.outputs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.early_refusal(0, None) is None  # nobody was refused yet: a newcomer gets a prediction
+        _, second = submit(engine, "two words", "second")
+        wait_final([second])
+        early = engine.early_refusal(0, None)
+        urgent = engine.early_refusal(5, None)  # a higher priority would not queue behind the refused one
+        patient = engine.early_refusal(0, 30.0) if engine.config.max_queue_wait_s is None else None
+        wait_final([first])
+        time.sleep(0.1)
+        after = engine.early_refusal(0, None)
+    finally:
+        engine.shutdown()
+    assert isinstance(second.final.error if second.final else None, QueueFullError)
+    assert isinstance(early, QueueFullError) and early.status_code == 429
+    assert 0.5 < early.retry_after_s < 5.0
+    assert urgent is None and patient is None
+    assert after is None  # the queue emptied: capacity is back
+
+
 def test_a_request_within_its_limit_waits_with_an_eta_then_runs() -> None:
     engine, _ = _saturating_engine(max_queue_wait_s=20.0)
     engine.start()
