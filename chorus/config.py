@@ -154,6 +154,25 @@ class JobsConfig(_Section):
     max_attempts: int = Field(default=3, ge=1, le=100)
 
 
+class RealtimeConfig(_Section):
+    """Voice-agent sessions (``WS /v1/audio/speech/stream``): when buffered text is ready to speak."""
+
+    # An utterance's first segment may end at a clause mark (, ; :) once it has this many words (early audio).
+    first_min_words: int = Field(default=3, ge=1, le=100)
+    # Later segments end at a clause mark only with at least this many words (fewer, longer joins).
+    min_words: int = Field(default=6, ge=1, le=200)
+    # No punctuation in sight: speak after this many complete words.
+    max_words: int = Field(default=20, ge=1, le=500)
+    # No new text for this long: speak the complete words buffered.
+    idle_s: float = Field(default=0.5, gt=0, le=60)
+    # A session with no message and nothing to speak for this long is closed.
+    session_idle_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    # Text buffered and queued but not yet spoken, per session; more is refused (error, code text_buffer_full).
+    max_buffered_chars: int = Field(default=20_000, ge=100, le=1_000_000)
+    # Sessions one server holds at once; more are refused at connect (429 semantics: close code 1013).
+    max_sessions: int = Field(default=256, ge=1, le=100_000)
+
+
 class WebhooksConfig(_Section):
     # Hosts (names or IP literals) an admin trusts: they may use http and resolve to private addresses (an
     # in-cluster receiver). Every other webhook URL must be https to a public address.
@@ -183,6 +202,7 @@ class Settings(BaseSettings):
     log: LogConfig = Field(default_factory=LogConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
     # SQL database + blob root (default: SQLite and files under data_dir; PostgreSQL / S3 for scale-out).
     store: StoreConfig = Field(default_factory=StoreConfig)
     data_dir: Path = Field(default_factory=default_data_dir)

@@ -135,6 +135,7 @@ class SpeechOrder:
     response_format: str | None = None  # for the audit row
     key_id: str | None = None  # the API key it came with (None: keyless)
     max_concurrency: int | None = None  # that key's limit on requests in flight at once (this process)
+    plays_at: float | None = None  # monotonic time its client starts playing it (None: at once)
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,7 @@ class SpeechService:
             priority=order.priority,
             timeout_s=_shortest(order.timeout_s, self.limits.request_timeout_s),
             arrival_time=received,
+            plays_at=order.plays_at,
         )
         try:
             self.engine.add(request)

@@ -61,6 +61,9 @@ class Request:
     priority: int = 0  # higher runs first
     timeout_s: float | None = None
     arrival_time: float = field(default_factory=time.monotonic)
+    # When its client starts playing its audio (a voice-agent session's next segment plays when the previous one
+    # runs out); None: as soon as it is made.
+    plays_at: float | None = None
     status: RequestStatus = RequestStatus.WAITING
     slot: SlotState | None = None
     crossfader: Crossfader | None = None
@@ -86,16 +89,20 @@ class Request:
     def deadline(self, sample_rate: int, first_audio_target_s: float = 0.0, margin_s: float = 0.0) -> float:
         """When this stream needs its next audio.
 
-        Running: when its client runs out of audio, playing from its first byte in real time, less ``margin_s``
-        for the trip from the engine to the client (encoding, the event loop, the network).
+        Running: when its client runs out of audio, playing from its first byte (or from ``plays_at``, if later)
+        in real time, less ``margin_s`` for the trip from the engine to the client (encoding, the event loop,
+        the network).
         Waiting for its first audio: ``first_audio_target_s`` after it got its slot (after arrival while it has
-        none). A request that waited in the queue is not more urgent than the streams already playing: its wait
-        is over, and admission planned its first window from its admission on.
+        none), or when its client starts playing it (``plays_at``), if later. A request that waited in the queue
+        is not more urgent than the streams already playing: its wait is over, and admission planned its first
+        window from its admission on.
         """
         if self.first_audio_time is None:
             start = self.admitted_time if self.admitted_time is not None else self.arrival_time
-            return start + first_audio_target_s
-        return self.first_audio_time + self.num_samples_sent / sample_rate - margin_s
+            due = start + first_audio_target_s
+            return due if self.plays_at is None else max(due, self.plays_at - margin_s)
+        playing = self.first_audio_time if self.plays_at is None else max(self.first_audio_time, self.plays_at)
+        return playing + self.num_samples_sent / sample_rate - margin_s
 
     def is_expired(self, now: float) -> bool:
         return self.timeout_s is not None and now - self.arrival_time > self.timeout_s

@@ -8,10 +8,12 @@ own state only, so its audio is the same whatever else shares the step.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import threading
 import time
+import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,6 +56,7 @@ MAX_SEGMENT_PHONEMES = 160
 DEFAULT_FIRST_EMIT_FRAMES = 48  # ≈ 0.56 s of audio: covers the wait for the second window under load
 DEFAULT_EMIT_EVERY_FRAMES = 86  # ≈ 1 s; later windows double up to MAX_WINDOW_FACTOR times this
 MAX_WINDOW_FACTOR = 3
+WORD_PHONEME_CACHE = 20_000  # words whose phonemes-alone are kept for word timestamps
 # Cloned voices: Piper's output converted towards the target speaker (chorus.models.cloning.conversion). Without a
 # transcript of the reference, the conversion is fitted on statistics against this base-voice speech.
 VOICE_MODEL_METHOD = "piper-world-1"
@@ -164,6 +167,21 @@ class PiperBackend:
         if not segments:
             raise ValueError("the input has nothing to speak (no phonemes)")
         return PiperInput(segments, [self._voice.phonemes_to_ids(s) for s in segments])
+
+    def word_phonemes(self, word: str) -> list[str]:
+        """One word's phonemes spoken alone, as ``phonemize`` gives them, flattened, without spaces and punctuation
+        (the reference that chorus.timestamps.WordTimer aligns the spoken phonemes to). Cached per word for the
+        process (bounded): every request with timestamps asks for the same common words."""
+        return list(self._word_phonemes(word))
+
+    @functools.lru_cache(maxsize=WORD_PHONEME_CACHE)  # noqa: B019 (one backend per process; it lives as long)
+    def _word_phonemes(self, word: str) -> tuple[str, ...]:
+        return tuple(
+            p
+            for sentence in self._voice.phonemize(word)
+            for p in sentence
+            if not p.isspace() and not all(unicodedata.category(c).startswith("P") for c in p)
+        )
 
     def prefill(self, inputs: Sequence[tuple[SpeechInput, Any]]) -> list[SlotState]:
         slots: list[SlotState] = []

@@ -28,7 +28,7 @@ from chorus.server.errors import ERROR_RESPONSES, install_error_handlers
 from chorus.server.observability import OpsMiddleware, ServerMetrics, build_info
 from chorus.server.routes import consents as consent_routes
 from chorus.server.routes import jobs as job_routes
-from chorus.server.routes import openai, ops, verify, voices, vtts
+from chorus.server.routes import openai, ops, realtime, verify, voices, vtts
 from chorus.server.uploads import UploadLimit
 from chorus.speech import SpeechService, speech_limits
 from chorus.store.audit import AuditLog
@@ -211,6 +211,7 @@ def create_app(
     for router in (openai.router, vtts.router, voices.router, consent_routes.router, verify.router, job_routes.router):
         app.include_router(router, dependencies=authenticated, responses=ERROR_RESPONSES)
     app.include_router(ops.router)
+    app.include_router(realtime.router)  # authenticates itself: a header or, for browsers, ?api_key=
     app.include_router(ops.authenticated_router, dependencies=authenticated, responses=ERROR_RESPONSES)
     # Uploads larger than a reference clip may be are refused before their body is read whole.
     app.add_middleware(

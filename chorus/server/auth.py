@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from chorus.config import Settings
 from chorus.errors import AuthenticationError, ConfigError
@@ -66,20 +67,26 @@ def check_can_start(settings: Settings, keys: KeyStore) -> None:
 
 async def authenticate(request: Request) -> Principal:
     """The route dependency: the caller's principal (also kept on ``request.state.principal``) or 401."""
-    state = request.app.state.chorus
-    if not state.keys_required:
-        principal = KEYLESS
-    else:
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise AuthenticationError(
-                "this server requires an API key: send Authorization: Bearer KEY", code="missing_api_key"
-            )
-        try:
-            record = await asyncio.to_thread(state.keys.authenticate, key)
-        except KeyRejected as e:
-            message, code = _REJECTED[e.reason]
-            raise AuthenticationError(message, code=code) from None
-        principal = Principal(record.tenant_id, record.id, record.role, record.max_concurrency)
+    principal = await principal_for(request)
     request.state.principal = principal
     return principal
+
+
+async def principal_for(conn: HTTPConnection, *, query_key: bool = False) -> Principal:
+    """The caller of a request or WebSocket: ``Authorization: Bearer KEY``, or (``query_key``, for browsers,
+    whose WebSocket API cannot set headers) an ``api_key`` query parameter; AuthenticationError if refused."""
+    state = conn.app.state.chorus
+    if not state.keys_required:
+        return KEYLESS
+    scheme, _, key = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        scheme, key = "bearer", (conn.query_params.get("api_key", "") if query_key else "")
+    if not key.strip():
+        how = "Authorization: Bearer KEY" + (" or ?api_key=KEY" if query_key else "")
+        raise AuthenticationError(f"this server requires an API key: send {how}", code="missing_api_key")
+    try:
+        record = await asyncio.to_thread(state.keys.authenticate, key)
+    except KeyRejected as e:
+        message, code = _REJECTED[e.reason]
+        raise AuthenticationError(message, code=code) from None
+    return Principal(record.tenant_id, record.id, record.role, record.max_concurrency)

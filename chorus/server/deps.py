@@ -49,6 +49,7 @@ class ServerState:
     runner: JobRunner | None = None
     dispatcher: WebhookDispatcher | None = None
     is_draining: bool = False
+    agent_sessions: int = 0  # voice-agent WebSocket sessions open
 
     async def stop_jobs(self) -> None:
         """Stop running job items and give them back, so another replica takes them at once (idempotent)."""

@@ -56,6 +56,7 @@ class ServerMetrics:
         self.draining = Gauge("chorus_draining", "1 while the server drains (SIGTERM)", registry=registry)
         self.ready = Gauge("chorus_ready", "1 while /ready answers 200", registry=registry)
         self.in_flight = Gauge("chorus_http_in_flight", "HTTP requests being answered", registry=registry)
+        self.agent_sessions = Gauge("chorus_agent_sessions", "voice-agent WebSocket sessions open", registry=registry)
         self.step_seconds = Histogram(
             "chorus_step_seconds", "wall time of one backend step", buckets=STEP_BUCKETS, registry=registry
         )

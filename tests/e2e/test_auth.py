@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -10,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 import yaml
 
+from chorus.client import SessionError, SpeechSession
 from tests.e2e.conftest import Server, free_port, start_server, stop_server
 from tests.e2e.consent_flow import challenge, create_voice, give_consent, record, reference
 from tests.e2e.consent_flow import spoken as spoken_by
@@ -135,6 +139,50 @@ def test_another_tenants_voices_and_consents_behave_like_unknown_ids(keyed: tupl
         timeout=60,
     )
     assert spoken.status_code == 200 and len(spoken.content) > 0
+
+
+def test_voice_agent_sessions_need_a_key_and_keep_to_their_tenant(keyed: tuple[Server, Path]) -> None:
+    server, config = keyed
+    key_a, key_b = create_key(config, "tenant-a"), create_key(config, "tenant-b")
+    made = create_voice(server.url, "carol", reference(), give_consent(server.url, auth(key_a)), auth(key_a))
+    assert made.status_code == 201, made.text
+    url = server.url.replace("http://", "ws://") + "/v1/audio/speech/stream"
+
+    async def first_event(query: str = "", headers: dict[str, str] | None = None) -> tuple[str, str | None]:
+        async with websockets.connect(url + query, additional_headers=headers or {}) as ws:
+            first = json.loads(await ws.recv())
+            if first["type"] != "error":
+                return first["type"], None
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+            assert ws.close_code == 1008 and ws.close_reason
+            return first["error"]["code"], first["error"]["type"]
+
+    assert asyncio.run(first_event()) == ("missing_api_key", "authentication_error")
+    assert asyncio.run(first_event(headers=auth("sk-nope")))[0] == "invalid_api_key"
+    assert asyncio.run(first_event(headers=auth(key_a)))[0] == "session.created"
+    assert asyncio.run(first_event(query=f"?api_key={key_a}"))[0] == "session.created"  # browsers
+
+    async def say(key: str, voice: str) -> list[dict[str, object]]:
+        async with SpeechSession.connect(server.url, api_key=key, voice=voice) as tts:
+            await tts.append("Hello from carol.")
+            await tts.flush()
+            got = []
+            async for event in tts.events():
+                got.append({"type": event.type, **event.data})
+                if event.type == "response.audio.done":
+                    return got
+        return got
+
+    mine = asyncio.run(say(key_a, "carol"))
+    assert mine[-1]["status"] == "completed" and any(e["type"] == "audio" for e in mine)
+    refusals = []
+    for voice in ("carol", "nobody"):  # tenant B: carol is refused exactly as a voice that does not exist
+        with pytest.raises(SessionError) as refused:
+            asyncio.run(say(key_b, voice))
+        refusals.append(refused.value.data["error"])
+    assert refusals[0]["param"] == refusals[1]["param"] == "voice"
+    assert refusals[0]["message"] == refusals[1]["message"].replace("nobody", "carol")
 
 
 def test_a_keys_concurrency_limit_is_429_with_retry_after(keyed: tuple[Server, Path]) -> None:

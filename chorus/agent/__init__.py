@@ -1,0 +1,1 @@
+"""Voice-agent sessions: text that arrives as LLM tokens, spoken as it comes."""
