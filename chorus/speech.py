@@ -30,6 +30,8 @@ from chorus.voices.catalog import VoiceCatalog
 from chorus.watermark.marking import Marking, OutputMarker
 
 log = logging.getLogger(__name__)
+# Requests phonemized / tokenized at once (each on a thread); the rest wait their turn on the event loop.
+PREPARE_AT_ONCE = 4
 
 
 class SpeechStream(ResponseStream):
@@ -48,13 +50,20 @@ class SpeechStream(ResponseStream):
         self.receipt = receipt
         self._marker = marker
         self._last: RequestOutput | None = None
+        # Sees each output as it passes (word timestamps watch the alignments this way).
+        self.observer: Callable[[RequestOutput], None] | None = None
 
     async def __anext__(self) -> RequestOutput:
         marker = self._marker
         if marker is None:
-            return await super().__anext__()
+            out = await super().__anext__()
+            if self.observer is not None:
+                self.observer(out)
+            return out
         try:
             out = await super().__anext__()
+            if self.observer is not None:
+                self.observer(out)
         except StopAsyncIteration:
             tail = marker.tail(self._last) if self._last is not None else None
             if tail is None:
@@ -167,6 +176,14 @@ class SpeechService:
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()  # per API key
         self._owners: dict[str, str] = {}  # request id -> tenant, while in flight
+        self._prep_slots: asyncio.Semaphore | None = None
+        self._prep_loop: asyncio.AbstractEventLoop | None = None
+
+    def _preparing(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._prep_slots is None or self._prep_loop is not loop:
+            self._prep_slots, self._prep_loop = asyncio.Semaphore(PREPARE_AT_ONCE), loop
+        return self._prep_slots
 
     def tenant_of_request(self, request_id: str) -> str | None:
         """The tenant that queued this request while it is in flight (another tenant's ids read as unknown)."""
@@ -185,8 +202,12 @@ class SpeechService:
             inp = self._input(order, voice_id)
             if self.limits.log_text:
                 log.info("speech %s: %r", inp.request_id, order.text)
-            # Phonemization / tokenization is CPU work: off the event loop, and off the engine loop.
-            prepared = await asyncio.to_thread(self._prepare, inp)
+            # Phonemization / tokenization is CPU work: off the event loop, and off the engine loop; a few at a
+            # time, each first asking again whether it can still start in time (a flood's late callers get their
+            # 429 at once, not after everyone ahead of them was phonemized).
+            async with self._preparing():
+                self.engine.check_queue(order.priority, _shortest(order.timeout_s, self.limits.request_timeout_s))
+                prepared = await asyncio.to_thread(self._prepare, inp)
             receipt = SynthesisReceipt(
                 self.audit,
                 tenant_id=order.tenant_id,

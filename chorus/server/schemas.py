@@ -53,6 +53,11 @@ class SpeechRequest(SpeechKnobs):
     response_format: ResponseFormat = "mp3"
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
     stream_format: Literal["audio", "sse"] = "audio"
+    timestamps: bool = Field(
+        default=False,
+        description="with stream_format sse: each speech.audio.delta carries the words whose audio starts in it "
+        "({word, start_s, end_s}, seconds from the start of this audio)",
+    )
 
 
 class GenerateRequest(SpeechKnobs):
@@ -63,3 +68,7 @@ class GenerateRequest(SpeechKnobs):
     voice: str | None = Field(default=None, max_length=200)
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
     response_format: Literal["pcm", "wav", "mp3", "opus", "aac", "flac"] = "pcm"
+    timestamps: bool = Field(
+        default=False,
+        description="each audio event carries the words whose audio starts in it ({word, start_s, end_s})",
+    )

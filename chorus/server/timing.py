@@ -1,38 +1,27 @@
 """Word timestamps on the HTTP streaming routes (``timestamps: true``): a request's stream, watched.
 
-The stream passes through untouched; the alignments its outputs carry feed a :class:`WordTimer`, and each SSE
-event takes the words whose audio has started by then. A backend without phoneme alignments (Qwen3) gets its
-words spread over the audio by length at the end (approximate, see :func:`chorus.timestamps.spread_words`).
+A :class:`WordClock` observes the stream's outputs (``SpeechStream.observer``); the alignments they carry feed a
+:class:`WordTimer`, and each SSE event takes the words whose audio has started by then. A backend without phoneme
+alignments (Qwen3) gets its words spread over the audio by length at the end (approximate, see
+:func:`chorus.timestamps.spread_words`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from chorus.engine.request import RequestOutput
+from chorus.server.deps import ServerState
 from chorus.speech import SpeechStream
 from chorus.timestamps import WordTime, WordTimer, spread_words
 
 
-class TimedStream:
-    def __init__(self, stream: SpeechStream, text: str, word_phonemes: Callable[[str], list[str]] | None) -> None:
-        self._stream = stream
+class WordClock:
+    def __init__(self, text: str, word_phonemes: Callable[[str], list[str]] | None) -> None:
         self._text = text
         self._timer = WordTimer(text, word_phonemes) if word_phonemes is not None else None
-        self.samples = 0  # engine-rate samples passed through
+        self.samples = 0  # engine-rate samples seen
         self.sample_rate: int | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-    def __aiter__(self) -> TimedStream:
-        return self
-
-    async def __anext__(self) -> RequestOutput:
-        out = await self._stream.__anext__()
-        self.watch(out)
-        return out
 
     def watch(self, out: RequestOutput | None) -> None:
         """Count an output that went past (the first one is awaited before the body starts)."""
@@ -60,3 +49,11 @@ class TimedStream:
     def _json(self, words: list[WordTime]) -> list[dict[str, object]]:
         rate = self.sample_rate or 1
         return [w.as_json(rate) for w in words]
+
+
+def word_clock(state: ServerState, stream: SpeechStream, text: str, first: RequestOutput | None) -> WordClock:
+    """A clock on ``stream`` (``first``: the output the route already awaited, counted here)."""
+    clock = WordClock(text, getattr(state.engine.backend, "word_phonemes", None))
+    clock.watch(first)
+    stream.observer = clock.watch
+    return clock

@@ -219,3 +219,50 @@ def test_a_client_that_vanishes_mid_session_frees_everything(rt_server: Server) 
     assert (stats["active_slots"], stats["waiting"]) == (0, 0)
     metrics = httpx.get(f"{rt_server.url}/metrics", timeout=5).text
     assert "chorus_agent_sessions 0.0" in metrics
+
+
+def _sse(response: httpx.Response) -> list[tuple[str | None, dict[str, Any]]]:
+    events, name = [], None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line.removeprefix("data: "))))
+            name = None
+    return events
+
+
+def test_sse_routes_carry_the_words_of_their_chunks(rt_server: Server) -> None:
+    import base64
+
+    text = "Good morning, Dr. Smith. The results came back at 3.5 percent, which is fine."
+    expected = split_words(text)
+    openai_body = {"model": "tts-1", "input": text, "voice": "joe", "response_format": "pcm", "stream_format": "sse"}
+    routes = [
+        ("/v1/audio/speech", openai_body | {"timestamps": True}, "speech.audio.delta", "speech.audio.done"),
+        ("/v1/tts/generate", {"text": text, "timestamps": True}, "audio", "done"),
+    ]
+    for path, body, delta, end in routes:
+        with httpx.stream("POST", f"{rt_server.url}{path}", json=body, timeout=60) as r:
+            assert r.status_code == 200
+            events = _sse(r)
+        words: list[dict[str, Any]] = []
+        heard = 0.0
+        for name, data in events:
+            kind = name or data.get("type")
+            if kind == delta:
+                heard += len(base64.b64decode(data["audio"])) / 2 / RATE
+                for w in data["words"]:  # a chunk names the words whose audio has started by its end
+                    assert w["start_s"] <= heard + 0.02, (path, w, heard)
+                words += data["words"]
+            elif kind == end:
+                words += data["words"]
+        assert [w["word"] for w in words] == expected, path
+        starts = [w["start_s"] for w in words]
+        assert starts == sorted(starts) and all(w["end_s"] <= heard + 0.01 for w in words), path
+    refused = httpx.post(
+        f"{rt_server.url}/v1/audio/speech",
+        json=openai_body | {"stream_format": "audio", "timestamps": True},
+        timeout=30,
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "timestamps"

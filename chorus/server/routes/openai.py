@@ -24,6 +24,7 @@ from chorus.server.streaming import (
     outcome_of,
     sse_event,
 )
+from chorus.server.timing import WordClock, word_clock
 from chorus.speech import SpeechStream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -45,6 +46,8 @@ async def create_speech(
 ) -> StreamingResponse:
     if not state.accepts_model(body.model):
         raise InvalidRequestError(f"unknown model {body.model!r}; this server runs {state.model_id!r}", param="model")
+    if body.timestamps and body.stream_format != "sse":
+        raise InvalidRequestError("timestamps come with stream_format sse", param="timestamps")
     voice = body.voice if isinstance(body.voice, str) else body.voice.id
     stream = await submit_speech(
         state,
@@ -69,27 +72,37 @@ async def create_speech(
         # It had to wait for a slot: what admission control predicted then (the bench checks it against reality).
         headers["X-Queue-ETA-S"] = f"{first.predicted_first_audio_s:.3f}"
     if body.stream_format == "sse":
-        sse = _sse_body(first, stream, body.response_format, out_rate, len(body.input))
+        clock = word_clock(state, stream, body.input, first) if body.timestamps else None
+        sse = _sse_body(first, stream, body.response_format, out_rate, len(body.input), clock)
         return StreamingResponse(sse, media_type="text/event-stream", headers=headers)
     audio = audio_body(first, stream, body.response_format, out_rate)
     return StreamingResponse(audio, media_type=MEDIA_TYPES[body.response_format], headers=headers)
 
 
 async def _sse_body(
-    first: RequestOutput | None, stream: SpeechStream, fmt: str, out_rate: int, num_chars: int
+    first: RequestOutput | None,
+    stream: SpeechStream,
+    fmt: str,
+    out_rate: int,
+    num_chars: int,
+    clock: WordClock | None = None,
 ) -> AsyncIterator[bytes]:
-    num_bytes = 0
     try:
         async for data in encoded_chunks(first, stream, fmt, out_rate):
             if data:
-                num_bytes += len(data)
-                yield sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+                event: dict[str, object] = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
+                if clock is not None:
+                    event["words"] = clock.words()
+                yield sse_event(event)
     except ChorusError as e:
         yield error_event(e)
         return
     audio_ms = round(1000 * stream.audio_seconds)  # the stream counts every output, the first one included
     usage = {"input_tokens": num_chars, "output_tokens": audio_ms, "total_tokens": num_chars + audio_ms}
-    yield sse_event({"type": "speech.audio.done", "usage": usage})
+    done: dict[str, object] = {"type": "speech.audio.done", "usage": usage}
+    if clock is not None:
+        done["words"] = clock.rest()  # any word not given with its audio (the last ones; Qwen3: all, spread)
+    yield sse_event(done)
 
 
 @router.get("/models", summary="The loaded model (OpenAI-compatible)")

@@ -2,7 +2,8 @@
 
 SSE events of ``/v1/tts/generate``: ``queued`` {request_id, queue_position, eta_s} while waiting,
 ``audio`` {request_id, index, audio (base64 of the response format; pcm = s16le mono), sample_rate,
-format}, then ``done`` {request_id, chunks, audio_seconds} or ``error`` {error: {type, message, param}}.
+format, and with ``timestamps: true`` the words whose audio starts in it}, then ``done`` {request_id, chunks,
+audio_seconds, (words)} or ``error`` {error: {type, message, param}}.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from chorus.server.routes.common import submit_speech
 from chorus.server.routes.voices import builtin_voice_object, cloned_voice_object
 from chorus.server.schemas import GenerateRequest
 from chorus.server.streaming import SSE_CONTENT, encoded_chunks, error_event, outcome_of, sse_event
+from chorus.server.timing import word_clock
 from chorus.speech import SpeechStream
 
 router = APIRouter(prefix="/v1", tags=["vtts"])
@@ -46,11 +48,11 @@ async def generate(
         x_request_id=x_request_id,
         response_format=body.response_format,
     )
-    events = _events(state, stream, body.response_format)
+    events = _events(state, stream, body.response_format, body.text if body.timestamps else None)
     return StreamingResponse(events, media_type="text/event-stream", headers={"X-Request-Id": stream.request_id})
 
 
-async def _events(state: ServerState, stream: SpeechStream, fmt: str) -> AsyncIterator[bytes]:
+async def _events(state: ServerState, stream: SpeechStream, fmt: str, timed_text: str | None) -> AsyncIterator[bytes]:
     out_rate = state.settings.server.output_sample_rate
     rid = stream.request_id
     try:
@@ -64,6 +66,7 @@ async def _events(state: ServerState, stream: SpeechStream, fmt: str) -> AsyncIt
                 )
             await asyncio.wait({first_task}, timeout=QUEUE_REPORT_S)
         first = first_task.result()
+        clock = word_clock(state, stream, timed_text, first) if timed_text is not None else None
         index = 0
         async for data in encoded_chunks(first, stream, fmt, out_rate):
             if data:
@@ -74,9 +77,14 @@ async def _events(state: ServerState, stream: SpeechStream, fmt: str) -> AsyncIt
                     "sample_rate": out_rate,
                     "format": fmt,
                 }
+                if clock is not None:
+                    payload["words"] = clock.words()
                 yield sse_event(payload, "audio")
                 index += 1
-        yield sse_event({"request_id": rid, "chunks": index, "audio_seconds": round(stream.audio_seconds, 3)}, "done")
+        done: dict[str, object] = {"request_id": rid, "chunks": index, "audio_seconds": round(stream.audio_seconds, 3)}
+        if clock is not None:
+            done["words"] = clock.rest()
+        yield sse_event(done, "done")
     except ChorusError as e:
         stream.receipt.seal(outcome_of(e))
         yield error_event(e, "error")
