@@ -1,6 +1,6 @@
 """A voice-agent session: text arrives as fragments, audio leaves as one continuous stream.
 
-Four tasks, joined by queues, so that no one of them waits on another's slow part:
+Tasks joined by queues, so that no one of them waits on another's slow part:
 - the route's receive loop calls :meth:`AgentSession.handle` for each client message; text goes into the
   :class:`~chorus.agent.segmenter.TextSegmenter`, whose ready segments are queued;
 - the *ticker* releases segments that became ready by idleness (an LLM that paused mid-sentence);
@@ -9,8 +9,8 @@ Four tasks, joined by queues, so that no one of them waits on another's slow par
   a newcomer's first audio;
 - the *player* streams each request's audio in order through one :class:`SeamJoiner` (crossfaded seams), the
   utterance's resampler and encoder, and the outbox; with timestamps on, word times go out as they are final;
-- the *sender* alone writes to the socket. A barge-in empties the outbox, so at most the frame already being
-  written reaches the client after ``response.cancel``.
+- the *sender* (:class:`~chorus.agent.outbox.Outbox`) alone writes to the socket. A barge-in empties it, so at
+  most the frame already being written reaches the client after ``response.cancel``.
 
 Every segment is an ordinary speech request: keys, tenant voices, per-key concurrency, watermark and the audit
 log apply to it as to ``POST /v1/audio/speech``.
@@ -19,7 +19,6 @@ log apply to it as to ``POST /v1/audio/speech``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
@@ -31,35 +30,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from chorus.agent.joiner import SeamJoiner
+from chorus.agent.outbox import Frame, Outbox, Utterance
 from chorus.agent.protocol import SessionSettings, TextAppend, apply_update, parse_message
 from chorus.agent.segmenter import SegmenterConfig, TextSegmenter
-from chorus.audio.encode import StreamEncoder, make_encoder
-from chorus.audio.resample import StreamResampler
 from chorus.config import RealtimeConfig
 from chorus.errors import ChorusError, InvalidRequestError, QueueFullError
 from chorus.server.auth import Principal
-from chorus.server.errors import error_body
 from chorus.speech import SpeechOrder, SpeechService, SpeechStream, synthesis_params
-from chorus.timestamps import WordTime, WordTimer, spread_words
+from chorus.timestamps import WordTimer, spread_words
 
 log = logging.getLogger(__name__)
-OUTBOX_FRAMES = 64  # frames queued for the socket before the player waits (a slow client slows its own session)
-Frame = bytes | dict[str, object]
-
-
-@dataclass(eq=False)
-class Utterance:
-    """Text from the first append after the previous utterance ended, up to its flush (or cancel)."""
-
-    response_id: str
-    settings: SessionSettings
-    chars: int = 0
-    samples: int = 0  # engine-rate samples sent
-    segments: int = 0
-    started: bool = False
-    failed: int = 0  # segments refused or failed
-    resampler: StreamResampler | None = None
-    encoder: StreamEncoder | None = None
 
 
 @dataclass(eq=False)
@@ -112,25 +92,22 @@ class AgentSession:
         self.settings = SessionSettings(sample_rate=ctx.default_sample_rate)
         cfg = ctx.config
         self.segmenter = TextSegmenter(SegmenterConfig(cfg.first_min_words, cfg.min_words, cfg.max_words, cfg.idle_s))
-        self._send = send
-        self._outbox: asyncio.Queue[Frame | None] = asyncio.Queue(OUTBOX_FRAMES)
+        self._out = Outbox(send, ctx.engine_rate)
         self._q = _Queues()
         self._changed = asyncio.Event()  # an item was queued or opened, or text arrived (wakes the tasks)
         self._joiner = SeamJoiner(ctx.overlap)
         self._utterance: Utterance | None = None  # the one taking text now
         self._playing: Utterance | None = None  # the one whose audio goes out now
         self._playing_stream: SpeechStream | None = None
-        self._playback_end = 0.0  # monotonic time the client's audio runs out (it plays as it receives)
         self._tasks: list[asyncio.Task[None]] = []
-        self._sender: asyncio.Task[None] | None = None
         self.last_activity = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._sender = asyncio.create_task(self._send_loop(), name=f"{self.session_id}-send")
+        self._out.start(f"{self.session_id}-send")
         self._start_workers()
-        await self._emit({"type": "session.created", "session": self._describe()})
+        await self._out.emit({"type": "session.created", "session": self._describe()})
 
     def _start_workers(self) -> None:
         self._tasks = [
@@ -142,10 +119,7 @@ class AgentSession:
     async def close(self) -> None:
         """Stop everything now (the client left, or the session ends): every engine slot is freed."""
         await self._stop_workers()
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+        await self._out.close()
 
     async def finish(self, timeout_s: float) -> None:
         """``session.close``: speak what is buffered, wait (bounded) until it has gone out."""
@@ -153,10 +127,7 @@ class AgentSession:
         deadline = time.monotonic() + timeout_s
         while (self._q.busy() or self._playing is not None) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        await self._outbox.put(None)  # the sender stops after what is queued
-        if self._sender is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._sender), max(0.1, deadline - time.monotonic()))
+        await self._out.drain(deadline - time.monotonic())
 
     def idle_for(self) -> float:
         """Seconds since the client's last message."""
@@ -184,7 +155,7 @@ class AgentSession:
                     tenant = self.ctx.principal.tenant_id
                     await asyncio.to_thread(self.ctx.speech.voices.resolve, tenant, settings.voice)
                 self.settings = settings
-                await self._emit({"type": "session.updated", "session": self._describe()})
+                await self._out.emit({"type": "session.updated", "session": self._describe()})
             elif isinstance(message, TextAppend):
                 self._append(message.text)
             elif kind == "input_text.flush":
@@ -246,10 +217,10 @@ class AgentSession:
         self.segmenter.clear()
         self.segmenter.start_utterance()
         self._joiner.drop()
-        self._drop_queued_audio()
+        self._out.drop_audio()
         for u in cancelled:
             if u.started:
-                await self._emit(self._done(u, "cancelled"))
+                await self._out.done(u, "cancelled")
         self._start_workers()
 
     async def _stop_workers(self) -> None:
@@ -341,7 +312,7 @@ class AgentSession:
             response_format=s.response_format,
             key_id=principal.key_id,
             max_concurrency=principal.max_concurrency,
-            plays_at=self._playback_end if self._playback_end > now else None,
+            plays_at=self._out.playback_end if self._out.playback_end > now else None,
         )
 
     async def _play_loop(self) -> None:
@@ -350,7 +321,7 @@ class AgentSession:
         while True:
             if not q.opened:
                 if last is not None and not q.busy():
-                    await self._send_audio(last.utterance, self._joiner.flush())  # the text paused: no seam
+                    await self._out.audio(last.utterance, self._joiner.flush())  # the text paused: no seam
                     last = None
                 await self._wait_change()
                 continue
@@ -361,7 +332,7 @@ class AgentSession:
                 if isinstance(item, Segment) and item.utterance is last.utterance and opened.stream is not None:
                     self._joiner.seam()
                 else:
-                    await self._send_audio(last.utterance, self._joiner.flush())
+                    await self._out.audio(last.utterance, self._joiner.flush())
                 last = None
             if isinstance(item, End):
                 await self._end(item.utterance)
@@ -369,7 +340,7 @@ class AgentSession:
             utterance = item.utterance
             if not utterance.started:
                 utterance.started = True
-                await self._emit(self._start(utterance))
+                await self._out.started(utterance, self._joiner.position)
             if opened.error is not None or opened.stream is None:
                 utterance.failed += 1
                 await self._error(opened.error or InvalidRequestError("nothing to speak"), utterance.response_id)
@@ -390,11 +361,11 @@ class AgentSession:
                 audio, at = self._joiner.push(out.audio)
                 if start is None and out.audio.size:
                     start = at
-                await self._send_audio(utterance, audio, stream)
+                await self._out.audio(utterance, audio, stream.receipt)
                 if timer is not None and start is not None:
                     timer.feed(out.alignments)
                     # Words go out with the chunk their audio starts in.
-                    await self._timestamps(utterance, timer.ready(self._joiner.position - start), start)
+                    await self._out.timestamps(utterance, timer.ready(self._joiner.position - start), start)
             outcome = "ok"
             utterance.segments += 1
             if wanted and start is not None:
@@ -402,7 +373,7 @@ class AgentSession:
                 words = (
                     timer.finish() if timer is not None else spread_words(segment.text, self._joiner.position - start)
                 )
-                await self._timestamps(utterance, words, start)
+                await self._out.timestamps(utterance, words, start)
         except ChorusError as e:
             outcome = e.code or e.error_type
             utterance.failed += 1
@@ -419,96 +390,19 @@ class AgentSession:
 
     async def _end(self, utterance: Utterance) -> None:
         if utterance.started:
-            await self._send_audio(utterance, np.zeros(0, dtype=np.float32), last=True)
+            await self._out.audio(utterance, np.zeros(0, dtype=np.float32), last=True)
             status = "failed" if utterance.failed and not utterance.samples else "completed"
-            await self._emit(self._done(utterance, status))
+            await self._out.done(utterance, status)
         if self._playing is utterance:
             self._playing = None
 
     # -- output --------------------------------------------------------------------------------------
 
-    async def _send_audio(
-        self, utterance: Utterance, audio: np.ndarray, stream: SpeechStream | None = None, *, last: bool = False
-    ) -> None:
-        if utterance.resampler is None or utterance.encoder is None:
-            s = utterance.settings
-            utterance.resampler = StreamResampler(self.ctx.engine_rate, s.sample_rate)
-            utterance.encoder = make_encoder(s.response_format, s.sample_rate)
-        now = time.monotonic()
-        if audio.size:
-            utterance.samples += audio.size
-            self._playback_end = max(self._playback_end, now) + audio.size / self.ctx.engine_rate
-        data = utterance.encoder.encode(utterance.resampler.process(audio, last=last))
-        if last:
-            data += utterance.encoder.finish()
-            utterance.resampler = utterance.encoder = None
-        if not data:
-            return
-        if stream is not None:
-            stream.receipt.delivered(data)
-        if utterance.settings.audio_encoding == "base64":
-            delta = {"type": "response.audio.delta", "response_id": utterance.response_id}
-            await self._emit({**delta, "audio": base64.b64encode(data).decode()})
-        else:
-            await self._emit(data)
-
-    async def _timestamps(self, utterance: Utterance, words: list[WordTime], start: int) -> None:
-        if not words:
-            return
-        rate = self.ctx.engine_rate
-        shifted = [w.as_json(rate, offset_s=start / rate) for w in words]
-        await self._emit({"type": "response.timestamps", "response_id": utterance.response_id, "words": shifted})
-
-    def _start(self, utterance: Utterance) -> dict[str, object]:
-        s = utterance.settings
-        return {
-            "type": "response.audio.start",
-            "response_id": utterance.response_id,
-            "response_format": s.response_format,
-            "sample_rate": s.sample_rate,
-            "audio_encoding": s.audio_encoding,
-            "start_s": round(self._joiner.position / self.ctx.engine_rate, 3),
-        }
-
-    def _done(self, utterance: Utterance, status: str) -> dict[str, object]:
-        seconds = utterance.samples / self.ctx.engine_rate
-        return {
-            "type": "response.audio.done",
-            "response_id": utterance.response_id,
-            "status": status,
-            "usage": {"input_characters": utterance.chars, "audio_seconds": round(seconds, 3)},
-        }
-
     def _describe(self) -> dict[str, object]:
         return {"id": self.session_id, **self.settings.model_dump(exclude_none=True)}
 
     async def _error(self, err: ChorusError, response_id: str | None = None) -> None:
-        body = error_body(err.error_type, err.message, err.param, err.code)
-        event: dict[str, object] = {"type": "error", **body}
-        if response_id is not None:
-            event["response_id"] = response_id
-        if isinstance(err, QueueFullError):
-            event["retry_after_s"] = round(err.retry_after_s, 1)
-        await self._emit(event)
-
-    async def _emit(self, frame: Frame) -> None:
-        await self._outbox.put(frame)
-
-    def _drop_queued_audio(self) -> None:
-        kept: list[Frame | None] = []
-        while not self._outbox.empty():
-            frame = self._outbox.get_nowait()
-            if isinstance(frame, dict) and frame.get("type") not in ("response.audio.delta", "response.timestamps"):
-                kept.append(frame)
-        for frame in kept:
-            self._outbox.put_nowait(frame)
-
-    async def _send_loop(self) -> None:
-        while True:
-            frame = await self._outbox.get()
-            if frame is None:
-                return
-            await self._send(frame)
+        await self._out.error(err, response_id)
 
     async def _wait_change(self) -> None:
         self._changed.clear()

@@ -14,7 +14,8 @@ import logging
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from chorus.agent.session import AgentSession, Frame, SessionContext
+from chorus.agent.outbox import Frame
+from chorus.agent.session import AgentSession, SessionContext
 from chorus.errors import ChorusError, EngineDeadError, InvalidRequestError, QueueFullError
 from chorus.server.auth import principal_for
 from chorus.server.deps import ServerState
