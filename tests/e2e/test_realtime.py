@@ -91,8 +91,10 @@ def test_tokens_in_audio_out_equals_one_request(rt_server: Server) -> None:
     assert reference.size - seams * overlap - 2 <= session_audio.size <= reference.size + 2
     n = min(session_audio.size, reference.size)
     diff = session_audio[:n] - reference[:n]
-    # The watermark (keyed, restarted at each request) differs between the two; the speech must not.
-    assert np.sqrt(np.mean(diff**2)) < 0.2 * np.sqrt(np.mean(reference[:n] ** 2)), "not the same speech"
+    # The watermark (keyed, restarted at each request) differs between the two, the speech must not: measured
+    # 0.06 of the signal's RMS (-24 dB); a missing, doubled or shifted segment makes it ~1.
+    ratio = np.sqrt(np.mean(diff**2)) / np.sqrt(np.mean(reference[:n] ** 2))
+    assert ratio < 0.12, f"not the same speech (relative difference {ratio:.3f})"
     done = events[-1].data
     assert done["status"] == "completed"
     assert done["usage"]["input_characters"] == len(SENTENCES)

@@ -33,6 +33,22 @@ def test_budget_takes_the_earliest_deadlines_and_newcomers_first() -> None:
     assert picked == ["almost-dry", "newcomer"]  # two slots fit 0.02 s at 0.01 s each; running dry goes first
 
 
+def test_a_segment_that_plays_later_waits_for_its_turn() -> None:
+    # A voice-agent session's next segment plays when the previous one runs out (plays_at): before that it is
+    # less urgent than a newcomer, and once it plays its deadlines count from then, not from its first audio.
+    config = SchedulerConfig(max_slots=8)
+    scheduler = Scheduler(config, cost=lambda _: 0.01, sample_rate=1000)
+    now = time.monotonic()
+    later = _running(scheduler, "next-segment", first_audio_ago=None, sent_s=0.0)
+    later.plays_at = now + 3.0
+    _running(scheduler, "newcomer", first_audio_ago=None, sent_s=0.0)
+    scheduler.admit()
+    assert [r.request_id for r in scheduler.pick(0.01)] == ["newcomer"]
+    assert later.deadline(1000, 0.25) >= now + 3.0
+    later.first_audio_time, later.num_samples_sent = now, 1000  # 1 s of it made, playing from plays_at
+    assert abs(later.deadline(1000, 0.25) - (now + 4.0)) < 1e-6
+
+
 def test_without_a_budget_every_running_slot_steps() -> None:  # the GPU case
     scheduler = Scheduler(SchedulerConfig(max_slots=8), cost=lambda _: 1.0, sample_rate=1000)
     for i in range(5):
