@@ -56,6 +56,7 @@ class SpeechSession:
     def __init__(self, connection: Any, created: dict[str, Any]) -> None:
         self._ws = connection
         self.session: dict[str, Any] = created.get("session", {})
+        self._cancels = 0  # cancels sent and not yet acknowledged (response.cancelled)
 
     @classmethod
     def connect(cls, url: str, *, api_key: str | None = None, **settings: Any) -> _Connect:
@@ -77,6 +78,9 @@ class SpeechSession:
         await self._send({"type": "input_text.flush"})
 
     async def cancel(self) -> None:
+        """Barge-in. Audio still arriving from before the cancel is not yielded by :meth:`events` (it runs up to
+        the server's ``response.cancelled``)."""
+        self._cancels += 1
         await self._send({"type": "response.cancel"})
 
     async def close(self) -> None:
@@ -97,13 +101,17 @@ class SpeechSession:
             async for message in self._ws:
                 now = loop.time()
                 if isinstance(message, bytes):
-                    yield SessionEvent("audio", audio=message, received_at=now)
+                    if not self._cancels:
+                        yield SessionEvent("audio", audio=message, received_at=now)
                     continue
                 data = json.loads(message)
                 kind = str(data.get("type"))
                 if kind == "response.audio.delta":
-                    yield SessionEvent("audio", data, base64.b64decode(data.get("audio", "")), now)
+                    if not self._cancels:
+                        yield SessionEvent("audio", data, base64.b64decode(data.get("audio", "")), now)
                     continue
+                if kind == "response.cancelled":
+                    self._cancels = max(0, self._cancels - 1)
                 if kind == "error" and raise_errors:
                     raise SessionError(data)
                 yield SessionEvent(kind, data, received_at=now)

@@ -48,7 +48,8 @@ class Outbox:
     def __init__(self, send: Callable[[Frame], Awaitable[None]], engine_rate: int) -> None:
         self._send = send
         self.engine_rate = engine_rate
-        self._queue: asyncio.Queue[Frame | None] = asyncio.Queue(OUTBOX_FRAMES)
+        # (frame, the engine-rate samples it carries, their utterance): a dropped frame is taken off the counts.
+        self._queue: asyncio.Queue[tuple[Frame, int, Utterance | None] | None] = asyncio.Queue(OUTBOX_FRAMES)
         self._task: asyncio.Task[None] | None = None
         self.playback_end = 0.0  # monotonic time the client's audio runs out (it plays as it receives)
 
@@ -68,8 +69,8 @@ class Outbox:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._task), max(0.1, timeout_s))
 
-    async def emit(self, frame: Frame) -> None:
-        await self._queue.put(frame)
+    async def emit(self, frame: Frame, samples: int = 0, utterance: Utterance | None = None) -> None:
+        await self._queue.put((frame, samples, utterance))
 
     async def audio(
         self, utterance: Utterance, audio: np.ndarray, receipt: SynthesisReceipt | None = None, *, last: bool = False
@@ -90,11 +91,11 @@ class Outbox:
             return
         if receipt is not None:
             receipt.delivered(data)
+        frame: Frame = data
         if utterance.settings.audio_encoding == "base64":
             delta = {"type": "response.audio.delta", "response_id": utterance.response_id}
-            await self.emit({**delta, "audio": base64.b64encode(data).decode()})
-        else:
-            await self.emit(data)
+            frame = {**delta, "audio": base64.b64encode(data).decode()}
+        await self.emit(frame, int(audio.size), utterance)
 
     async def timestamps(self, utterance: Utterance, words: list[WordTime], start: int) -> None:
         """Words of a segment whose first sample is at ``start`` on the session's audio clock."""
@@ -135,19 +136,30 @@ class Outbox:
             event["retry_after_s"] = round(err.retry_after_s, 1)
         await self.emit(event)
 
-    def drop_audio(self) -> None:
-        """Barge-in: every queued audio and timestamp frame goes; other events stay, in order."""
-        kept: list[Frame | None] = []
+    def drop_audio(self) -> int:
+        """Barge-in: every queued audio and timestamp frame goes (their samples are taken off their utterance's
+        count); other events stay, in order. The client stops playing now. Returns the samples dropped."""
+        kept: list[tuple[Frame, int, Utterance | None] | None] = []
+        dropped = 0
         while not self._queue.empty():
-            frame = self._queue.get_nowait()
+            entry = self._queue.get_nowait()
+            if entry is None:
+                kept.append(entry)
+                continue
+            frame, samples, utterance = entry
             if isinstance(frame, dict) and frame.get("type") not in DROPPED_ON_CANCEL:
-                kept.append(frame)
-        for frame in kept:
-            self._queue.put_nowait(frame)
+                kept.append(entry)
+            elif samples and utterance is not None:
+                utterance.samples -= samples
+                dropped += samples
+        for entry in kept:
+            self._queue.put_nowait(entry)
+        self.playback_end = 0.0
+        return dropped
 
     async def _loop(self) -> None:
         while True:
-            frame = await self._queue.get()
-            if frame is None:
+            entry = await self._queue.get()
+            if entry is None:
                 return
-            await self._send(frame)
+            await self._send(entry[0])

@@ -217,10 +217,14 @@ class AgentSession:
         self.segmenter.clear()
         self.segmenter.start_utterance()
         self._joiner.drop()
-        self._out.drop_audio()
+        self._joiner.position -= self._out.drop_audio()  # the session's clock: the audio the client got
         for u in cancelled:
             if u.started:
                 await self._out.done(u, "cancelled")
+        # Always acknowledged, last: binary frames carry no response id, so a client discards audio from its
+        # cancel up to this event (chorus.client does).
+        ids = [u.response_id for u in cancelled if u.started]
+        await self._out.emit({"type": "response.cancelled", "response_ids": ids})
         self._start_workers()
 
     async def _stop_workers(self) -> None:

@@ -316,7 +316,11 @@ class PlannedAdmission:
         # Admitted, no audio yet: due when its target says, or as soon as its first window can be done from now.
         admitted = req.admitted_time if req.admitted_time is not None else now
         soonest = now + (budget.wall(windows[0]) if windows else 0.0)
-        return StreamPlan(windows, max(admitted + self.controller.config.first_audio_s, soonest), starting=True)
+        due = max(admitted + self.controller.config.first_audio_s, soonest)
+        if req.plays_at is not None and req.plays_at - self.config.delivery_margin_s > due:
+            # A segment that plays later (voice-agent sessions): a regular stream due then, not a newcomer.
+            return StreamPlan(windows, req.plays_at - self.config.delivery_margin_s)
+        return StreamPlan(windows, due, starting=True)
 
     def waiting_plan(self, req: Request) -> StreamPlan:
         return StreamPlan(self.planner.plan_input(req.input, req.prepared))

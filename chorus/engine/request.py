@@ -104,5 +104,10 @@ class Request:
         playing = self.first_audio_time if self.plays_at is None else max(self.first_audio_time, self.plays_at)
         return playing + self.num_samples_sent / sample_rate - margin_s
 
+    def is_starting(self, due_by: float) -> bool:
+        """A newcomer: no audio yet, wanted at once (a segment that plays after ``due_by`` is not one: it waits
+        its turn as a regular stream, off the newcomers' lane)."""
+        return self.first_audio_time is None and (self.plays_at is None or self.plays_at <= due_by)
+
     def is_expired(self, now: float) -> bool:
         return self.timeout_s is not None and now - self.arrival_time > self.timeout_s

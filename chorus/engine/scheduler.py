@@ -93,11 +93,12 @@ class Scheduler:
         target = self.config.first_audio_target_s
         margin = self.config.delivery_margin_s
         latest_start = {id(r): r.deadline(self._sample_rate, target, margin) - costs[id(r)] for r in ready}
+        now = time.monotonic()
         if urgent_within_s is not None:
-            horizon = time.monotonic() + urgent_within_s
-            ready = [r for r in ready if r.first_audio_time is None or latest_start[id(r)] < horizon]
+            horizon = now + urgent_within_s
+            ready = [r for r in ready if r.is_starting(now + target) or latest_start[id(r)] < horizon]
         if newcomers is not None:
-            ready = [r for r in ready if (r.first_audio_time is None) == newcomers]
+            ready = [r for r in ready if r.is_starting(now + target) == newcomers]
         ready.sort(key=lambda r: (latest_start[id(r)], -r.priority, r.sequence))
         picked: list[Request] = []
         spent = 0.0

@@ -126,39 +126,40 @@ def test_a_fast_typist_gets_one_stream_without_gaps(rt_server: Server) -> None:
     assert sum(1 for e in events if e.type == "response.audio.start") == 1
 
 
-async def _barge_in(server: Server) -> tuple[float, list[SessionEvent], SessionEvent | None]:
-    async with SpeechSession.connect(ws_url(server), voice="joe", sample_rate=RATE) as tts:
-        await tts.append(" ".join([SENTENCES] * 8) + " ")
-        events: list[SessionEvent] = []
-        cancelled_at = 0.0
-        after: list[SessionEvent] = []
-        async for event in tts.events():
-            if cancelled_at:
-                after.append(event)
-                if event.type == "response.audio.done":
-                    break
-            else:
-                events.append(event)
-                if sum(1 for e in events if e.type == "audio") == 3:
-                    await tts.cancel()
-                    cancelled_at = asyncio.get_running_loop().time()
+async def _barge_in(server: Server) -> tuple[list[str | bytes], list[dict[str, Any]]]:
+    """Raw frames (no client-side filtering): what the server sends after a cancel, then the next utterance."""
+    async with websockets.connect(ws_url(server) + "/v1/audio/speech/stream") as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "session.update", "voice": "joe", "sample_rate": RATE}))
+        await ws.recv()
+        await ws.send(json.dumps({"type": "input_text.append", "text": " ".join([SENTENCES] * 8) + " "}))
+        frames = 0
+        while frames < 3:
+            frames += isinstance(await asyncio.wait_for(ws.recv(), 30), bytes)
+        await ws.send(json.dumps({"type": "response.cancel"}))
+        after: list[str | bytes] = []
+        while not after or not (isinstance(after[-1], str) and "response.cancelled" in after[-1]):
+            after.append(await asyncio.wait_for(ws.recv(), 10))
         # Ready for the next utterance at once.
-        await tts.append("Hello again.")
-        await tts.flush()
-        next_done = None
-        async for event in tts.events():
-            if event.type == "response.audio.done":
-                next_done = event
-                break
-        return cancelled_at, after, next_done
+        await ws.send(json.dumps({"type": "input_text.append", "text": "Hello again."}))
+        await ws.send(json.dumps({"type": "input_text.flush"}))
+        following: list[dict[str, Any]] = []
+        while not following or following[-1]["type"] != "response.audio.done":
+            message = await asyncio.wait_for(ws.recv(), 30)
+            if isinstance(message, str):
+                following.append(json.loads(message))
+        return after, following
 
 
 def test_cancel_stops_audio_at_once_frees_slots_and_the_session_goes_on(rt_server: Server) -> None:
-    _, after, next_done = asyncio.run(_barge_in(rt_server))
-    audio_after = [e for e in after if e.type == "audio"]
-    assert len(audio_after) <= 1, f"{len(audio_after)} audio frames after the cancel"
-    assert after[-1].data["status"] == "cancelled"
-    assert next_done is not None and next_done.data["status"] == "completed"
+    after, following = asyncio.run(_barge_in(rt_server))
+    audio_after = [f for f in after if isinstance(f, bytes)]
+    assert len(audio_after) <= 1, f"{len(audio_after)} audio frames after the cancel"  # one may be on its way
+    events = [json.loads(f) for f in after if isinstance(f, str)]
+    assert [e["type"] for e in events] == ["response.audio.done", "response.cancelled"]
+    assert events[0]["status"] == "cancelled" and events[1]["response_ids"] == [events[0]["response_id"]]
+    assert following[-1]["status"] == "completed" and following[-1]["usage"]["audio_seconds"] > 0.3
+    assert following[0]["type"] == "response.audio.start" and following[0]["start_s"] > 0  # the session's clock
     stats = wait_idle(rt_server)
     assert (stats["active_slots"], stats["waiting"]) == (0, 0)
 
