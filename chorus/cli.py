@@ -149,6 +149,11 @@ BENCH_COMMANDS = (
     ),
     ("bench-audit", "audit", "the audit trail: cost per request, rows/s written and verified"),
     ("bench-soak", "soak", "a flood of callers (200 or 429, never an error), then a soak at capacity: flat memory"),
+    (
+        "bench-agent",
+        "agent",
+        "voice-agent sessions: LLM tokens in, first audio, gaps and barge-in vs sentence-at-a-time requests",
+    ),
 )
 
 
