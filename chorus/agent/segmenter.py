@@ -1,7 +1,8 @@
 """Cut text that arrives as LLM fragments into segments ready to be spoken.
 
-Fragments ("Hel", "lo", " wor", "ld.", ...) are buffered; a segment is cut only just before whitespace, so a word
-is never split, and a cut is decided only once the text after it is known:
+Fragments ("Hel", "lo", " wor", "ld.", ...) are buffered; a segment is cut only just before whitespace (or at the
+end of the text so far), so a word is never split, and a cut is decided once the text after it is known (but see
+``eager_first``):
 
 * Sentence end: ``.`` ``!`` ``?`` ``…`` (a run of them, then any closing quotes/brackets) followed by whitespace.
   Not an end: a ``.`` after a title or initial (``Mr.``, ``Dr.``, ``vs.``, ``e.g.``, ``J. R. R. Tolkien``); a ``.``
@@ -12,6 +13,10 @@ is never split, and a cut is decided only once the text after it is known:
   words (the first segment of an utterance, to start speaking early) or ``min_words`` (later segments).
 * No usable punctuation: a cut after ``max_words`` complete words (backing off so that no segment ends on a title
   or initial).
+* The first segment of an utterance, eagerly (``eager_first``): cut as soon as the fragment that ends it arrives
+  when that is certain without the next character (a plain word with a sentence end that is no abbreviation,
+  "today."; or with a clause mark once it has ``first_min_words`` words, "warm,"). First audio comes one token
+  sooner; the price: a closing quote or a second mark right after it starts the next segment.
 * Idle (``idle_s`` since the last fragment): every complete word buffered is spoken, however few (the LLM stalled;
   waiting longer only adds silence). A trailing partial word stays, unless it is a plain word that ends a sentence
   ("world.", "why?"), not an abbreviation, a number ("$3." may become "$3.50") or part of a URL ("example.").
@@ -55,6 +60,9 @@ class SegmenterConfig:
     min_words: int = 6  # later segments: cut at a clause mark only with at least this many words
     max_words: int = 20  # no punctuation in sight: cut after this many complete words
     idle_s: float = 0.5  # no new text for this long: speak the complete words buffered
+    # An utterance's first segment is cut as soon as its last fragment ends it ("today." / "warm,": a plain word
+    # and the mark), not when the next fragment's space arrives: first audio one token sooner.
+    eager_first: bool = True
 
     def __post_init__(self) -> None:
         if min(self.first_min_words, self.min_words, self.max_words) < 1 or self.idle_s <= 0:
@@ -115,7 +123,22 @@ class TextSegmenter:
         ready: list[str] = []
         while (cut := self._next_cut()) is not None:
             ready += self._take(cut)
+        if self._first and self._config.eager_first and self._ends_first_segment():
+            ready += self._take(len(self._buf))
         return ready
+
+    def _ends_first_segment(self) -> bool:
+        """The buffer's last token surely ends the utterance's first segment, whatever comes next: a plain word
+        with a sentence end that is no abbreviation ("today."), or with a clause mark once enough words came."""
+        if not self._buf or self._buf[-1].isspace():
+            return False
+        tokens = self._buf.split()
+        if _tail_ends_sentence(tokens[-1]):
+            return True
+        core = tokens[-1].rstrip(_CLOSERS)
+        word = core[:-1].lstrip(_OPENERS)
+        plain = len(word) > 1 and word.replace("'", "").replace("-", "").isalpha()
+        return core[-1:] in _CLAUSE and plain and len(tokens) >= self._config.first_min_words
 
     def due(self, now: float) -> list[str]:
         """The segment ready because no text came for ``idle_s`` (none before then)."""

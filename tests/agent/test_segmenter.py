@@ -7,12 +7,18 @@ import re
 
 import pytest
 
-from chorus.agent.segmenter import SegmenterConfig, TextSegmenter
+from chorus.agent.segmenter import SegmenterConfig as EagerConfig
+from chorus.agent.segmenter import TextSegmenter
 
 
-def feed(fragments: list[str], config: SegmenterConfig | None = None) -> list[str]:
+def SegmenterConfig(**kwargs: object) -> EagerConfig:
+    """The rules that wait for the next character (eager first cuts are tested on their own, at the end)."""
+    return EagerConfig(**{"eager_first": False, **kwargs})  # type: ignore[arg-type]
+
+
+def feed(fragments: list[str], config: EagerConfig | None = None) -> list[str]:
     """Append each fragment (no idling), then flush: every segment, in order."""
-    seg = TextSegmenter(config)
+    seg = TextSegmenter(config or SegmenterConfig())
     out: list[str] = []
     for fragment in fragments:
         out += seg.append(fragment, 0.0)
@@ -30,7 +36,7 @@ def tokens(text: str) -> list[str]:
 
 
 def test_the_example_stream() -> None:
-    seg = TextSegmenter()
+    seg = TextSegmenter(SegmenterConfig())
     fragments = ["Hel", "lo", " wor", "ld.", " The", " price", " is", " $3", ".", "50", " today"]
     emitted = [(f, seg.append(f, 0.0)) for f in fragments]
     # "Hello world." is known to end only when " The" arrives, and not a moment before.
@@ -112,7 +118,7 @@ def test_sentence_ends(text: str, expected: list[str]) -> None:
 
 
 def test_period_is_not_an_end_until_the_next_character_arrives() -> None:
-    seg = TextSegmenter()
+    seg = TextSegmenter(SegmenterConfig())
     assert seg.append("It costs 3.", 0.0) == []
     assert seg.append("5 now.", 0.0) == []  # a decimal point after all
     assert seg.append("\n", 0.0) == ["It costs 3.5 now."]
@@ -137,7 +143,7 @@ def test_dashes_and_digit_commas() -> None:
 
 
 def test_start_utterance_restores_the_first_segment_threshold() -> None:
-    seg = TextSegmenter()
+    seg = TextSegmenter(SegmenterConfig())
     assert seg.append("One two three, ", 0.0) == ["One two three,"]
     assert seg.append("four five six, seven ", 0.0) == []  # later segments need 6 words
     seg.clear()
@@ -150,7 +156,7 @@ def test_start_utterance_restores_the_first_segment_threshold() -> None:
 
 
 def test_clear_drops_the_buffer() -> None:
-    seg = TextSegmenter()
+    seg = TextSegmenter(SegmenterConfig())
     seg.append("This was interrupted mid", 0.0)
     seg.clear()
     assert seg.buffered == ""
@@ -185,7 +191,7 @@ def test_punctuation_beyond_max_words_does_not_wait() -> None:
 
 
 def test_idle_speaks_complete_words_and_keeps_the_partial_one() -> None:
-    seg = TextSegmenter()
+    seg = TextSegmenter(SegmenterConfig())
     assert seg.next_due_at() is None
     assert seg.append("Hello wor", 10.0) == []
     assert seg.next_due_at() == pytest.approx(10.5)
@@ -228,14 +234,14 @@ def test_idle_timer_restarts_with_each_fragment() -> None:
     ],
 )
 def test_idle_with_a_trailing_mark(text: str, spoken: str, kept: str) -> None:
-    seg = TextSegmenter()
+    seg = TextSegmenter(SegmenterConfig())
     seg.append(text, 0.0)
     assert seg.due(1.0) == [spoken]
     assert seg.buffered == kept
 
 
 def test_idle_holds_a_lone_title() -> None:
-    seg = TextSegmenter()
+    seg = TextSegmenter(SegmenterConfig())
     seg.append("Dr. ", 0.0)
     assert seg.next_due_at() is None
     assert seg.due(5.0) == []
@@ -244,7 +250,7 @@ def test_idle_holds_a_lone_title() -> None:
 
 
 def test_flush() -> None:
-    seg = TextSegmenter()
+    seg = TextSegmenter(SegmenterConfig())
     assert seg.flush() is None
     seg.append("  \n\t ", 0.0)
     assert seg.flush() is None
@@ -255,7 +261,7 @@ def test_flush() -> None:
 
 
 def test_whitespace_only_segments_are_never_returned() -> None:
-    seg = TextSegmenter()
+    seg = TextSegmenter(SegmenterConfig())
     out = [s for f in ["Hi there.", "   ", "\n\n", " ", "Bye."] for s in seg.append(f, 0.0)]
     assert out == ["Hi there."]
     assert seg.flush() == "Bye."
@@ -337,7 +343,7 @@ def test_random_fragmentations_with_idle_pauses(seed: int) -> None:
 
 
 def test_idle_after_a_sentence_mark_cannot_take_back_a_late_quote() -> None:
-    seg = TextSegmenter()
+    seg = TextSegmenter(SegmenterConfig())
     seg.append("'Is it?", 0.0)
     assert seg.due(1.0) == ["'Is it?"]
     seg.append("' he asked.", 2.0)
@@ -349,3 +355,29 @@ def test_the_cut_point_check_can_fail() -> None:
         check_cut_points("Hello world today", ["Hello wor", "ld today"])
     with pytest.raises(AssertionError):
         check_cut_points("Hello world today", ["Hello", "today"])
+
+
+def test_eager_first_segment_is_cut_by_the_fragment_that_ends_it() -> None:
+    seg = TextSegmenter(EagerConfig())
+    assert seg.append("The sun is warm today", 0.0) == []
+    assert seg.append(".", 0.0) == ["The sun is warm today."]  # not waiting for the next token's space
+    assert seg.append(" The sky is", 0.0) == []
+    assert seg.append(" blue.", 0.0) == []  # later segments wait for what follows (nothing is gained there)
+    assert seg.append(" And", 0.0) == ["The sky is blue."]
+
+
+@pytest.mark.parametrize(
+    ("fragments", "first"),
+    [
+        (["Well", ",", " I think so."], None),  # one word before the comma: fewer than first_min_words
+        (["The sun is warm", ",", " and"], "The sun is warm,"),
+        (["It costs $3", ".", "50 now."], None),  # "$3." may become "$3.50"
+        (["Ask Dr", ".", " Smith now."], None),  # a title
+        (["Call me at 3 p.m", ".", " tomorrow"], None),  # an abbreviation
+        (["One thousand and 1", ",", "000 more,"], None),  # a number
+    ],
+)
+def test_eager_first_cuts_only_where_certain(fragments: list[str], first: str | None) -> None:
+    seg = TextSegmenter(EagerConfig())
+    got = [s for f in fragments[:2] for s in seg.append(f, 0.0)]
+    assert got == ([first] if first else [])
