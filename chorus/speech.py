@@ -206,7 +206,8 @@ class SpeechService:
             # time, each first asking again whether it can still start in time (a flood's late callers get their
             # 429 at once, not after everyone ahead of them was phonemized).
             async with self._preparing():
-                self.engine.check_queue(order.priority, _shortest(order.timeout_s, self.limits.request_timeout_s))
+                timeout = _shortest(order.timeout_s, self.limits.request_timeout_s)
+                self.engine.check_queue(order.priority, timeout, order.plays_at)
                 prepared = await asyncio.to_thread(self._prepare, inp)
             receipt = SynthesisReceipt(
                 self.audit,
@@ -274,7 +275,7 @@ class SpeechService:
         key = order.key_id
         timeout = _shortest(order.timeout_s, self.limits.request_timeout_s)
         if key is None:
-            self.engine.check_queue(order.priority, timeout)
+            self.engine.check_queue(order.priority, timeout, order.plays_at)
             return lambda: None
         with self._lock:
             busy = self._in_flight[key]
@@ -298,7 +299,7 @@ class SpeechService:
                     del self._in_flight[key]
 
         try:
-            self.engine.check_queue(order.priority, timeout)
+            self.engine.check_queue(order.priority, timeout, order.plays_at)
         except BaseException:
             release()
             raise

@@ -3,11 +3,12 @@ could build today from sentence-at-a-time ``POST /v1/audio/speech`` requests.
 
 One ``chorus serve`` (bundled voice, ``server.output_sample_rate`` 22050 — the voice's own rate, so neither route
 resamples — an empty data folder, all else default) on 127.0.0.1. For each N in ``--sessions`` and each repeat,
-interleaved (chorus then baseline, the next time baseline then chorus), N sessions start spread over 2 s. Each gets
-a ~3-sentence corpus paragraph (``corpus.text_for``: no digits, different per session and repeat) cut into
-LLM-like tokens (~4 characters: a short word whole with its leading space, a longer one in 4-letter pieces,
-punctuation on its own), sent at a rate drawn per session from 15–40 tokens/s with gamma-jittered gaps (seeded;
-both systems get the same schedule). Playback is simulated, never played.
+interleaved (chorus then baseline, the next time baseline then chorus), N sessions arrive evenly over
+``--arrival-s`` (10 s by default, as ``chorus bench``'s live streams: ~N at once at the peak, since each lasts
+~12 s; 2 s with --quick). Each gets a ~3-sentence corpus paragraph (``corpus.text_for``: no digits, different per
+session and repeat) cut into LLM-like tokens (~4 characters: a short word whole with its leading space, a longer
+one in 4-letter pieces, punctuation on its own), sent at a rate drawn per session from 15–40 tokens/s with
+gamma-jittered gaps (seeded; both systems get the same schedule). Playback is simulated, never played.
 
 - **chorus**: one ``WS /v1/audio/speech/stream`` session per paragraph (``chorus.client.SpeechSession``; voice joe,
   22050 Hz pcm, timestamps on): every token is an ``input_text.append``, then ``input_text.flush``.
@@ -81,7 +82,7 @@ from chorus.timestamps import split_words
 BYTES_PER_S = RATE * 2.0
 TOKEN_RATE_TPS = (15.0, 40.0)
 JITTER_SHAPE = 4.0  # gamma shape of the gaps between tokens: coefficient of variation 1/sqrt(4) = 0.5
-STAGGER_S = 2.0
+ARRIVAL_S = 10.0  # N sessions arrive one every ARRIVAL_S / N s (as `chorus bench`'s live streams): ~N at once
 BARGE_IN_AFTER_S = 1.5  # audio received before the client interrupts
 LATE_GRACE_S = 0.25  # after response.audio.done (cancelled), keep reading this long for stale audio
 IDLE_LIMIT_S = 30.0
@@ -152,6 +153,8 @@ def first_segment_token(tokens: list[str]) -> int:
     seg = TextSegmenter(SegmenterConfig(cfg.first_min_words, cfg.min_words, cfg.max_words, cfg.idle_s))
     for i, token in enumerate(tokens):
         if seg.append(token, 0.0):
+            if not seg.buffered.strip():
+                return i  # an eager cut: this token ended the segment
             return i - 1  # cut just before this token's leading whitespace: the segment ended with the one before
     return len(tokens) - 1  # only the flush speaks it
 
@@ -340,7 +343,7 @@ async def _idle_at(server: Server) -> float | None:
     return None
 
 
-async def _pass(server: Server, system: str, plans: list[Plan], barge_in: bool) -> dict[str, Any]:
+async def _pass(server: Server, system: str, plans: list[Plan], barge_in: bool, arrival_s: float) -> dict[str, Any]:
     """N sessions, staggered; with ``barge_in`` each is interrupted and the server's slots watched until free."""
     session = chorus_session if system == "chorus" else baseline_session
     loop = asyncio.get_running_loop()
@@ -351,7 +354,7 @@ async def _pass(server: Server, system: str, plans: list[Plan], barge_in: bool) 
 
     async def one(i: int, plan: Plan) -> Trace:
         nonlocal pending
-        await asyncio.sleep(i * STAGGER_S / len(plans))
+        await asyncio.sleep(i * arrival_s / len(plans))
         barge = BargeIn(BARGE_IN_AFTER_S if barge_in else None)
         task = asyncio.create_task(session(server, plan, barge))
         stopped = asyncio.create_task(barge.stop.wait())
@@ -399,6 +402,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")
     parser.add_argument("--timestamp-sentences", type=int, default=24, help="test-split sentences aligned (24)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the token pacing (default 0)")
+    parser.add_argument(
+        "--arrival-s",
+        type=float,
+        default=ARRIVAL_S,
+        help="sessions arrive evenly over this many seconds (default 10: ~N at once, as bench's live streams)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for agent.json/.md/.png")
     parser.add_argument("--quick", action="store_true", help="CI run: N=2, one repeat, 3 timestamp sentences")
 
@@ -416,7 +425,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "sample_rate": RATE,
         "token_rate_tps": list(TOKEN_RATE_TPS),
         "jitter_gamma_shape": JITTER_SHAPE,
-        "stagger_s": STAGGER_S,
+        "stagger_s": 2.0 if quick else float(args.arrival_s),
         "barge_in_after_audio_s": BARGE_IN_AFTER_S,
         "session_timeout_s": SESSION_TIMEOUT_S,
     }
@@ -441,7 +450,7 @@ def _measure(server: Server, cfg: dict[str, Any], probe_s: float) -> list[dict[s
             order = ["chorus", "baseline"] if (repeat + k) % 2 == 0 else ["baseline", "chorus"]
             for barge_in in (False, True):
                 for system in order:
-                    run = asyncio.run(_pass(server, system, plans, barge_in))
+                    run = asyncio.run(_pass(server, system, plans, barge_in, cfg["stagger_s"]))
                     run |= {"n": n, "repeat": repeat, "order": order.index(system), "loadavg": os.getloadavg()}
                     wait_idle(server, probe_s, None)
                     run["server_stats_after"] = _stats(server)  # what admission control learned, the counters

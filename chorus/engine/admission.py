@@ -322,12 +322,16 @@ class PlannedAdmission:
             return StreamPlan(windows, req.plays_at - self.config.delivery_margin_s)
         return StreamPlan(windows, due, starting=True)
 
-    def waiting_plan(self, req: Request) -> StreamPlan:
-        return StreamPlan(self.planner.plan_input(req.input, req.prepared))
+    def waiting_plan(self, req: Request, now: float) -> StreamPlan:
+        windows = self.planner.plan_input(req.input, req.prepared)
+        due = None if req.plays_at is None else req.plays_at - self.config.delivery_margin_s
+        if due is not None and due > now + self.controller.config.first_audio_s:
+            return StreamPlan(windows, due)  # a segment that plays later: due then, not as a newcomer
+        return StreamPlan(windows)
 
     def admissible(self, running: Sequence[Request], waiting: Sequence[Request], now: float, budget: Budget) -> int:
         plans = [self.running_plan(r, now, budget) for r in running]
-        return self.controller.admissible(plans, [self.waiting_plan(r) for r in waiting], now, budget)
+        return self.controller.admissible(plans, [self.waiting_plan(r, now) for r in waiting], now, budget)
 
     def predict_first_audio(
         self,
@@ -347,7 +351,7 @@ class PlannedAdmission:
 
         ``probe``: one more entry at the end, for a newcomer like the last waiting request arriving now, behind
         everyone kept and with no limit: the wait a refused caller (or the next caller) really faces."""
-        plans = [self.waiting_plan(r) for r in waiting]
+        plans = [self.waiting_plan(r, now) for r in waiting]
         if probe and plans:
             plans.append(plans[-1])
         firsts = [budget.wall(plan.windows[0]) if plan.windows else 0.0 for plan in plans]

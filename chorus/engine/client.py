@@ -75,12 +75,12 @@ class AsyncEngine:
     def close(self) -> None:
         self.engine.shutdown()
 
-    def check_queue(self, priority: int = 0, timeout_s: float | None = None) -> None:
+    def check_queue(self, priority: int = 0, timeout_s: float | None = None, plays_at: float | None = None) -> None:
         """429 when the waiting queue is full, or when the latest refusals show this newcomer could not start
         within its wait limit: callers ask before doing any work for a request."""
         if self.is_queue_full:
             raise QueueFullError("the waiting queue is full", retry_after_s=self.engine.retry_after_s())
-        refusal = self.engine.early_refusal(priority, timeout_s)
+        refusal = self.engine.early_refusal(priority, timeout_s, plays_at)
         if refusal is not None:
             raise refusal
 

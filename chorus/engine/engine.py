@@ -118,7 +118,9 @@ class Engine:
             self._inbox.append(req)
             self._cond.notify()
 
-    def early_refusal(self, priority: int, timeout_s: float | None) -> QueueFullError | None:
+    def early_refusal(
+        self, priority: int, timeout_s: float | None, plays_at: float | None = None
+    ) -> QueueFullError | None:
         """A 429 for a newcomer that cannot start in time, decided before it is prepared (a flood's callers get
         their answer at once instead of after phonemization): the latest refusals' predicted start is past
         this newcomer's wait limit, and it would queue behind them."""
@@ -126,8 +128,11 @@ class Engine:
             refused = self._refused
         if refused is None or priority > refused[0]:
             return None
-        limit = min(x for x in (self.config.max_queue_wait_s, timeout_s, math.inf) if x is not None)
-        wait = refused[1] - time.monotonic()
+        now = time.monotonic()
+        later = max(0.0, plays_at - now) if plays_at is not None else 0.0  # its audio is needed only then
+        queue_limit = (self.config.max_queue_wait_s or math.inf) + later
+        limit = min(x for x in (queue_limit, timeout_s, math.inf) if x is not None)
+        wait = refused[1] - now
         if wait <= limit:
             return None
         return QueueFullError(
@@ -328,11 +333,13 @@ class Engine:
                 self._refused = None  # newcomers fitted: capacity is back
 
     def _wait_limit(self, req: Request, now: float) -> float:
-        """How much longer it may wait for first audio; both limits count from arrival (before preparation)."""
-        limits = [self.config.max_queue_wait_s or math.inf]
+        """How much longer it may wait for first audio. Both limits count from arrival (preparation included);
+        the queue-wait limit from when its audio is needed, for a segment that plays later (``plays_at``)."""
+        needed = req.arrival_time if req.plays_at is None else max(req.arrival_time, req.plays_at)
+        limits = [(self.config.max_queue_wait_s or math.inf) - (now - needed)]
         if req.timeout_s is not None:
-            limits.append(req.timeout_s)
-        return min(limits) - (now - req.arrival_time)
+            limits.append(req.timeout_s - (now - req.arrival_time))
+        return min(limits)
 
     def begin(self, batch: list[Request]) -> None:
         """Mark a batch as handed to a worker, noting what its step was estimated to cost (the learned margin)."""

@@ -1,7 +1,7 @@
 """Which requests hold a slot, and which slots the next step advances.
 
-Admission: highest priority first, then arrival order, up to ``max_slots`` (continuous mode), or a
-whole new batch only once the previous one has finished (static mode).
+Admission: highest priority first, then arrival order (a segment that plays later counts from when it plays),
+up to ``max_slots`` (continuous mode), or a whole new batch only once the previous one has finished (static mode).
 
 Picking: on a GPU a step costs about the same for 1 or 64 slots, so every running slot steps. On a
 CPU the cost grows with the batch, so the step takes slots by latest start time (playback deadline
@@ -42,8 +42,8 @@ class Scheduler:
         self.config = config
         self._cost = cost
         self._sample_rate = sample_rate
-        # heap of (-priority, arrival sequence, tie-breaker, request)
-        self._waiting: list[tuple[int, int, int, Request]] = []
+        # heap of (-priority, when its audio is needed, arrival sequence, tie-breaker, request)
+        self._waiting: list[tuple[int, float, int, int, Request]] = []
         self._tie = itertools.count()
         self.running: list[Request] = []
 
@@ -53,11 +53,13 @@ class Scheduler:
 
     def add(self, req: Request) -> None:
         req.status = RequestStatus.WAITING
-        heapq.heappush(self._waiting, (-req.priority, req.sequence, next(self._tie), req))
+        # A segment that plays later (plays_at) lets the newcomers who need audio now go first.
+        needed = req.arrival_time if req.plays_at is None else max(req.arrival_time, req.plays_at)
+        heapq.heappush(self._waiting, (-req.priority, needed, req.sequence, next(self._tie), req))
 
     def waiting(self) -> list[Request]:
         """Waiting requests in the order they will be admitted."""
-        return [entry[3] for entry in sorted(self._waiting)]
+        return [entry[-1] for entry in sorted(self._waiting)]
 
     def admit(self, max_running: int | None = None) -> list[Request]:
         """Move waiting requests into free slots; the caller prefills them.
@@ -122,10 +124,10 @@ class Scheduler:
             self.running.remove(req)
             return
         for i, entry in enumerate(self._waiting):
-            if entry[3] is req:
+            if entry[-1] is req:
                 self._waiting.pop(i)
                 heapq.heapify(self._waiting)
                 return
 
     def all_requests(self) -> list[Request]:
-        return [*self.running, *(entry[3] for entry in self._waiting)]
+        return [*self.running, *(entry[-1] for entry in self._waiting)]

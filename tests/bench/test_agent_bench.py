@@ -67,7 +67,9 @@ def test_chorus_sentence_audio_is_the_piece_holding_its_first_word() -> None:
 
 
 def test_a_quick_run_measures_both_systems(tmp_path: Path) -> None:
-    args = argparse.Namespace(sessions="2", repeats=1, timestamp_sentences=3, seed=0, out=tmp_path, quick=True)
+    args = argparse.Namespace(
+        sessions="2", repeats=1, timestamp_sentences=3, seed=0, arrival_s=10.0, out=tmp_path, quick=True
+    )
     assert run(args) == 0
     report = json.loads((tmp_path / "agent.json").read_text())
     runs = report["runs"]
