@@ -1,6 +1,6 @@
 """Which requests hold a slot, and which slots the next step advances.
 
-Admission: highest priority first, then arrival order (a segment that plays later counts from when it plays),
+Admission: highest priority first, then a playing session's next segment before newcomers, then arrival order,
 up to ``max_slots`` (continuous mode), or a whole new batch only once the previous one has finished (static mode).
 
 Picking: on a GPU a step costs about the same for 1 or 64 slots, so every running slot steps. On a
@@ -42,8 +42,8 @@ class Scheduler:
         self.config = config
         self._cost = cost
         self._sample_rate = sample_rate
-        # heap of (-priority, when its audio is needed, arrival sequence, tie-breaker, request)
-        self._waiting: list[tuple[int, float, int, int, Request]] = []
+        # heap of (-priority, 0 for a playing session's next segment else 1, arrival sequence, tie-breaker, request)
+        self._waiting: list[tuple[int, int, int, int, Request]] = []
         self._tie = itertools.count()
         self.running: list[Request] = []
 
@@ -53,9 +53,10 @@ class Scheduler:
 
     def add(self, req: Request) -> None:
         req.status = RequestStatus.WAITING
-        # A segment that plays later (plays_at) lets the newcomers who need audio now go first.
-        needed = req.arrival_time if req.plays_at is None else max(req.arrival_time, req.plays_at)
-        heapq.heappush(self._waiting, (-req.priority, needed, req.sequence, next(self._tie), req))
+        # A session's next segment (plays_at: its client is playing the one before) goes before newcomers of the
+        # same priority: a stream that has started must not run dry (an underrun is worse than a later first byte).
+        following = 0 if req.plays_at is not None else 1
+        heapq.heappush(self._waiting, (-req.priority, following, req.sequence, next(self._tie), req))
 
     def waiting(self) -> list[Request]:
         """Waiting requests in the order they will be admitted."""

@@ -49,6 +49,17 @@ def test_a_segment_that_plays_later_waits_for_its_turn() -> None:
     assert abs(later.deadline(1000, 0.25) - (now + 4.0)) < 1e-6
 
 
+def test_a_playing_sessions_next_segment_is_admitted_before_newcomers() -> None:
+    scheduler = Scheduler(SchedulerConfig(max_slots=1), cost=lambda _: 0.01, sample_rate=1000)
+    now = time.monotonic()
+    newcomer = Request(SpeechInput("newcomer", "x", "fake"), sink=lambda _: None, arrival_time=now - 1)
+    following = Request(SpeechInput("following", "x", "fake"), sink=lambda _: None, arrival_time=now, plays_at=now + 2)
+    newcomer.sequence, following.sequence = 1, 2
+    scheduler.add(newcomer)
+    scheduler.add(following)
+    assert [r.request_id for r in scheduler.admit()] == ["following"]  # it came later, but its stream is playing
+
+
 def test_without_a_budget_every_running_slot_steps() -> None:  # the GPU case
     scheduler = Scheduler(SchedulerConfig(max_slots=8), cost=lambda _: 1.0, sample_rate=1000)
     for i in range(5):
