@@ -45,15 +45,8 @@ _QUIET.log_severity_level = 4
 def _session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
     # One intra-op thread per run: parallelism comes from running slots on several threads at once,
     # which beat one run with two threads on 2 cores (see the note on issue #3). Other session options
-    # (optimisation levels, arena, memory pattern, denormals, spinning) measured no different in speed (issue #9).
-    # No CPU arena and no memory patterns: every request brings new tensor shapes (phoneme counts, window
-    # lengths), and ORT keeps an arena extension and a cached pattern per shape for ever. 400 random texts
-    # rendered: RSS 328 -> 1190 MiB with both, 328 -> 707 without patterns, 316 -> 1052 without the arena,
-    # flat 306-370 MiB without either; CPU time for 15 texts within the run-to-run noise (13.2-14.8 s vs
-    # 13.6-14.6 s, interleaved).
+    # (optimisation levels, arena, memory pattern, denormals, spinning) measured no different (issue #9).
     opts = ort.SessionOptions()
-    opts.enable_cpu_mem_arena = False
-    opts.enable_mem_pattern = False
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
