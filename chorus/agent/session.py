@@ -85,13 +85,17 @@ class _Queues:
         return bool(self.items or self.opened or self.opening is not None)
 
 
+def new_segmenter(config: RealtimeConfig) -> TextSegmenter:
+    """A segmenter with the server's ``realtime`` settings."""
+    return TextSegmenter(SegmenterConfig(config.first_min_words, config.min_words, config.max_words, config.idle_s))
+
+
 class AgentSession:
     def __init__(self, ctx: SessionContext, send: Callable[[Frame], Awaitable[None]]) -> None:
         self.ctx = ctx
         self.session_id = f"sess_{uuid.uuid4().hex[:20]}"
         self.settings = SessionSettings(sample_rate=ctx.default_sample_rate)
-        cfg = ctx.config
-        self.segmenter = TextSegmenter(SegmenterConfig(cfg.first_min_words, cfg.min_words, cfg.max_words, cfg.idle_s))
+        self.segmenter = new_segmenter(ctx.config)
         self._out = Outbox(send, ctx.engine_rate)
         self._q = _Queues()
         self._changed = asyncio.Event()  # an item was queued or opened, or text arrived (wakes the tasks)

@@ -80,7 +80,8 @@ class AsyncEngine:
         within its wait limit: callers ask before doing any work for a request."""
         if self.is_queue_full:
             raise QueueFullError("the waiting queue is full", retry_after_s=self.engine.retry_after_s())
-        refusal = self.engine.early_refusal(priority, timeout_s, plays_at)
+        forecast = self.engine.forecast
+        refusal = forecast.early_refusal(priority, timeout_s, plays_at) if forecast is not None else None
         if refusal is not None:
             raise refusal
 

@@ -19,6 +19,7 @@ import numpy as np
 from chorus.audio.crossfade import Crossfader
 from chorus.engine.admission import AdmissionConfig, PlannedAdmission
 from chorus.engine.config import EngineConfig, RequestInfo
+from chorus.engine.forecast import Forecast
 from chorus.engine.metrics import EngineMetrics
 from chorus.engine.pipeline import run_pipelined
 from chorus.engine.request import Request, RequestOutput, RequestStatus
@@ -37,10 +38,6 @@ from chorus.errors import (
 from chorus.models.base import Backend, PhonemeAlignment, SlotState, StepOutput, WorkPlanner, usable_cores
 
 log = logging.getLogger(__name__)
-# Waiting requests' predicted first audio is refreshed at most this often (and at once for a newcomer).
-PREDICT_EVERY_S = 0.2
-# Predictions look no further ahead than this (a wait past it is refused, with this as its Retry-After).
-MAX_PREDICTION_S = 120.0
 
 
 class Engine:
@@ -71,6 +68,10 @@ class Engine:
                 newcomer_lane=self.is_pipelined,
             )
             self.admission = PlannedAdmission(backend, admission, backend.sample_rate, usable_cores())
+        # Predicted waits and refusals (429) of waiting requests, under admission control.
+        self.forecast = (
+            Forecast(self.admission, config.max_slots, config.max_queue_wait_s) if self.admission is not None else None
+        )
         # Under admission control, the scheduler orders slots by wall-clock cost (CPU estimate x learned factor).
         self.scheduler = Scheduler(
             sched, self._wall_cost if self.admission else backend.estimate_cost, backend.sample_rate
@@ -85,10 +86,6 @@ class Engine:
         self._dead: EngineDeadError | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._predicted_at = -math.inf
-        # The latest prediction pass's refusals: (lowest priority refused, earliest refused first audio). A
-        # later newcomer of no higher priority queues behind them, so it is refused before any work is done.
-        self._refused: tuple[int, float] | None = None
         self.steps = StepClock()  # backend steps running now (the watchdog reads it)
         self._stalled: EngineStalledError | None = None
 
@@ -117,29 +114,6 @@ class Engine:
             self._by_id[req.request_id] = req
             self._inbox.append(req)
             self._cond.notify()
-
-    def early_refusal(
-        self, priority: int, timeout_s: float | None, plays_at: float | None = None
-    ) -> QueueFullError | None:
-        """A 429 for a newcomer that cannot start in time, decided before it is prepared (a flood's callers get
-        their answer at once instead of after phonemization): the latest refusals' predicted start is past
-        this newcomer's wait limit, and it would queue behind them."""
-        with self._cond:
-            refused = self._refused
-        if refused is None or priority > refused[0]:
-            return None
-        now = time.monotonic()
-        later = max(0.0, plays_at - now) if plays_at is not None else 0.0  # its audio is needed only then
-        queue_limit = (self.config.max_queue_wait_s or math.inf) + later
-        limit = min(x for x in (queue_limit, timeout_s, math.inf) if x is not None)
-        wait = refused[1] - now
-        if wait <= limit:
-            return None
-        return QueueFullError(
-            f"the server is at capacity: the wait for first audio would be over {wait:.1f} s, over this "
-            f"request's limit of {limit:.1f} s",
-            retry_after_s=wait,
-        )
 
     def abort(self, request_id: str, error: ChorusError | None = None) -> None:
         with self._cond:
@@ -266,11 +240,13 @@ class Engine:
         admitted = self.scheduler.admit(self._admission_limit(now))
         if admitted:
             self._prefill(admitted)
-        if self.admission is not None and self.scheduler.num_waiting:
-            self._predict(now)
-        elif self._refused is not None:
-            with self._cond:
-                self._refused = None  # nobody waits: a newcomer gets a slot
+        if self.forecast is None:
+            return
+        if not self.scheduler.num_waiting:
+            self.forecast.nobody_waits()
+            return
+        for req, refusal in self.forecast.predict(self.scheduler.running, self.scheduler.waiting(), now):
+            self._finish(req, RequestStatus.FINISHED_ERROR, refusal)
 
     def _admission_limit(self, now: float) -> int | None:
         """How many requests may run after this round of admissions (None = only max_slots applies)."""
@@ -282,64 +258,6 @@ class Engine:
         if not candidates:
             return None
         return len(running) + self.admission.admissible(running, candidates, now, self.admission.budget())
-
-    def _predict(self, now: float) -> None:
-        """Predict each waiting request's first audio; refuse (429) a newcomer that would wait past its limit.
-
-        Refreshed at most every PREDICT_EVERY_S, and at once when a request has no prediction yet.
-        """
-        admission = self.admission
-        if admission is None:
-            return
-        waiting = self.scheduler.waiting()
-        fresh = any(r.predicted_first_audio is None for r in waiting)
-        if not fresh and now - self._predicted_at < PREDICT_EVERY_S:
-            return
-        self._predicted_at = now
-        horizon = MAX_PREDICTION_S  # beyond any wait limit: a refused caller still learns when to come back
-        budget = admission.budget()
-        # New requests carry their limit: the simulation leaves out each one it would keep past it (refused
-        # below), so one pass predicts everyone, however many a flood brings.
-        limits = [self._wait_limit(r, now) if r.predicted_first_audio is None else None for r in waiting]
-        running = self.scheduler.running
-        firsts = admission.predict_first_audio(
-            running, waiting, now, budget, horizon, self.config.max_slots, limits, probe=fresh
-        )
-        # The wait of a newcomer behind everyone kept: a refused caller's honest Retry-After (the simulation
-        # stops following a refused request once it passes its limit).
-        tail = firsts.pop() if fresh else None
-        tail_wait = horizon if tail is None else tail
-        refused: list[int] = []
-        for req, first, limit in zip(waiting, firsts, limits, strict=True):
-            if limit is not None and (first is None or first > limit):
-                refused.append(req.priority)
-                wait = max(limit, tail_wait)
-                error = QueueFullError(
-                    f"the server is at capacity: the wait for first audio would be about {wait:.1f} s, over this "
-                    f"request's limit of {limit:.1f} s",
-                    retry_after_s=wait,
-                )
-                self._finish(req, RequestStatus.FINISHED_ERROR, error)
-                continue
-            req.predicted_first_audio = math.inf if first is None else now + first
-            if limit is not None and first is not None:
-                req.first_prediction_s = now + first - req.arrival_time
-        if refused:
-            refusal = (min(refused), now + tail_wait)
-            with self._cond:
-                self._refused = refusal
-        elif fresh:
-            with self._cond:
-                self._refused = None  # newcomers fitted: capacity is back
-
-    def _wait_limit(self, req: Request, now: float) -> float:
-        """How much longer it may wait for first audio. Both limits count from arrival (preparation included);
-        the queue-wait limit from when its audio is needed, for a segment that plays later (``plays_at``)."""
-        needed = req.arrival_time if req.plays_at is None else max(req.arrival_time, req.plays_at)
-        limits = [(self.config.max_queue_wait_s or math.inf) - (now - needed)]
-        if req.timeout_s is not None:
-            limits.append(req.timeout_s - (now - req.arrival_time))
-        return min(limits)
 
     def begin(self, batch: list[Request]) -> None:
         """Mark a batch as handed to a worker, noting what its step was estimated to cost (the learned margin)."""

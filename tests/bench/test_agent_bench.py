@@ -8,8 +8,9 @@ import json
 import random
 from pathlib import Path
 
-from chorus.bench.agent import first_segment_token, llm_tokens, make_plan, run
+from chorus.bench.agent import run
 from chorus.bench.agent_report import Trace, contiguous, sentence_audio_at, session_metrics
+from chorus.bench.agent_sessions import first_segment_token, llm_tokens, make_plan
 from chorus.bench.corpus import text_for
 
 TEXT = "The morning train was late again, so she read the paper on the platform. Nobody expected it."

@@ -270,21 +270,23 @@ def test_a_request_that_would_wait_past_its_limit_is_refused_at_once() -> None:
 
 def test_after_a_refusal_later_newcomers_are_refused_before_any_work() -> None:
     engine, _ = _saturating_engine(max_queue_wait_s=0.5)
+    forecast = engine.forecast
+    assert forecast is not None
     engine.start()
     try:
         _, first = submit(engine, " ".join(["word"] * 20), "first")  # 2 s of compute on the only worker
         deadline = time.monotonic() + 5
         while not first.outputs and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert engine.early_refusal(0, None) is None  # nobody was refused yet: a newcomer gets a prediction
+        assert forecast.early_refusal(0, None) is None  # nobody was refused yet: a newcomer gets a prediction
         _, second = submit(engine, "two words", "second")
         wait_final([second])
-        early = engine.early_refusal(0, None)
-        urgent = engine.early_refusal(5, None)  # a higher priority would not queue behind the refused one
-        patient = engine.early_refusal(0, 30.0) if engine.config.max_queue_wait_s is None else None
+        early = forecast.early_refusal(0, None)
+        urgent = forecast.early_refusal(5, None)  # a higher priority would not queue behind the refused one
+        patient = forecast.early_refusal(0, 30.0) if engine.config.max_queue_wait_s is None else None
         wait_final([first])
         time.sleep(0.1)
-        after = engine.early_refusal(0, None)
+        after = forecast.early_refusal(0, None)
     finally:
         engine.shutdown()
     assert isinstance(second.final.error if second.final else None, QueueFullError)
