@@ -55,20 +55,17 @@ class SpeechStream(ResponseStream):
 
     async def __anext__(self) -> RequestOutput:
         marker = self._marker
-        if marker is None:
-            out = await super().__anext__()
-            if self.observer is not None:
-                self.observer(out)
-            return out
         try:
             out = await super().__anext__()
-            if self.observer is not None:
-                self.observer(out)
         except StopAsyncIteration:
-            tail = marker.tail(self._last) if self._last is not None else None
+            tail = marker.tail(self._last) if marker is not None and self._last is not None else None
             if tail is None:
                 raise
             return tail
+        if self.observer is not None:
+            self.observer(out)
+        if marker is None:
+            return out
         self._last = out
         return marker.mark(out)
 
@@ -179,6 +176,10 @@ class SpeechService:
         self._prep_slots: asyncio.Semaphore | None = None
         self._prep_loop: asyncio.AbstractEventLoop | None = None
 
+    def _timeout(self, order: SpeechOrder) -> float | None:
+        """The request's time limit: the caller's own, capped by the server's."""
+        return _shortest(order.timeout_s, self.limits.request_timeout_s)
+
     def _preparing(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._prep_slots is None or self._prep_loop is not loop:
@@ -206,8 +207,7 @@ class SpeechService:
             # time, each first asking again whether it can still start in time (a flood's late callers get their
             # 429 at once, not after everyone ahead of them was phonemized).
             async with self._preparing():
-                timeout = _shortest(order.timeout_s, self.limits.request_timeout_s)
-                self.engine.check_queue(order.priority, timeout, order.plays_at)
+                self.engine.check_queue(order.priority, self._timeout(order), order.plays_at)
                 prepared = await asyncio.to_thread(self._prepare, inp)
             receipt = SynthesisReceipt(
                 self.audit,
@@ -273,7 +273,7 @@ class SpeechService:
         if not order.text.strip():
             raise InvalidRequestError(f"{param} is blank", param=param)
         key = order.key_id
-        timeout = _shortest(order.timeout_s, self.limits.request_timeout_s)
+        timeout = self._timeout(order)
         if key is None:
             self.engine.check_queue(order.priority, timeout, order.plays_at)
             return lambda: None
@@ -343,7 +343,7 @@ class SpeechService:
             counted_sink,
             prepared=prepared,
             priority=order.priority,
-            timeout_s=_shortest(order.timeout_s, self.limits.request_timeout_s),
+            timeout_s=self._timeout(order),
             arrival_time=received,
             plays_at=order.plays_at,
         )

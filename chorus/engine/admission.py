@@ -317,17 +317,19 @@ class PlannedAdmission:
         admitted = req.admitted_time if req.admitted_time is not None else now
         soonest = now + (budget.wall(windows[0]) if windows else 0.0)
         due = max(admitted + self.controller.config.first_audio_s, soonest)
-        if req.plays_at is not None and req.plays_at - self.config.delivery_margin_s > due:
-            # A segment that plays later (voice-agent sessions): a regular stream due then, not a newcomer.
-            return StreamPlan(windows, req.plays_at - self.config.delivery_margin_s)
-        return StreamPlan(windows, due, starting=True)
+        later = self._plays_after(req, due)
+        return StreamPlan(windows, due, starting=True) if later is None else StreamPlan(windows, later)
 
     def waiting_plan(self, req: Request, now: float) -> StreamPlan:
         windows = self.planner.plan_input(req.input, req.prepared)
-        due = None if req.plays_at is None else req.plays_at - self.config.delivery_margin_s
-        if due is not None and due > now + self.controller.config.first_audio_s:
-            return StreamPlan(windows, due)  # a segment that plays later: due then, not as a newcomer
-        return StreamPlan(windows)
+        return StreamPlan(windows, self._plays_after(req, now + self.controller.config.first_audio_s))
+
+    def _plays_after(self, req: Request, due: float) -> float | None:
+        """When a segment that plays later (voice-agent sessions) must start arriving, if after ``due``: it is
+        then a regular stream due at that time, not a newcomer."""
+        if req.plays_at is None or req.plays_at - self.config.delivery_margin_s <= due:
+            return None
+        return req.plays_at - self.config.delivery_margin_s
 
     def admissible(self, running: Sequence[Request], waiting: Sequence[Request], now: float, budget: Budget) -> int:
         plans = [self.running_plan(r, now, budget) for r in running]

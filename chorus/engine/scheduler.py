@@ -97,11 +97,12 @@ class Scheduler:
         margin = self.config.delivery_margin_s
         latest_start = {id(r): r.deadline(self._sample_rate, target, margin) - costs[id(r)] for r in ready}
         now = time.monotonic()
+        starting = {id(r): r.is_starting(now + target) for r in ready}
         if urgent_within_s is not None:
             horizon = now + urgent_within_s
-            ready = [r for r in ready if r.is_starting(now + target) or latest_start[id(r)] < horizon]
+            ready = [r for r in ready if starting[id(r)] or latest_start[id(r)] < horizon]
         if newcomers is not None:
-            ready = [r for r in ready if r.is_starting(now + target) == newcomers]
+            ready = [r for r in ready if starting[id(r)] == newcomers]
         ready.sort(key=lambda r: (latest_start[id(r)], -r.priority, r.sequence))
         picked: list[Request] = []
         spent = 0.0
