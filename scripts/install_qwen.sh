@@ -15,7 +15,7 @@ PY="${PYTHON:-python}"
 PIP=("$PY" -m pip install --disable-pip-version-check)
 
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" "transformers==4.57.3" "accelerate==1.12.0" einops soundfile safetensors
+"${PIP[@]}" "transformers==4.57.3" "accelerate==1.12.0" einops soundfile safetensors "peft>=0.21"
 "${PIP[@]}" --no-deps "qwen-tts==0.1.1"
 
 "$PY" - <<'EOF'
