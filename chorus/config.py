@@ -51,6 +51,8 @@ class ModelConfig(_Section):
     quantization: Literal["none", "int8"] = "none"
     max_seq_len: int = Field(default=4096, ge=64, le=65_536)
     voices: list[CloneVoiceConfig] = Field(default_factory=list)
+    # Fine-tuned (LoRA) voices held on the device at once; the least recently used is evicted for a cold one.
+    max_adapters: int = Field(default=16, ge=1, le=4096)
 
 
 class WorkerConfig(_Section):
@@ -173,6 +175,20 @@ class RealtimeConfig(_Section):
     max_sessions: int = Field(default=256, ge=1, le=100_000)
 
 
+class FinetuneConfig(_Section):
+    """Datasets and fine-tune jobs (``/v1/datasets``, ``/v1/fine_tunes``, ``chorus worker --queue finetune``)."""
+
+    # A dataset needs at least this much speech to be usable for training.
+    min_dataset_minutes: float = Field(default=5.0, ge=0, le=100_000)
+    max_dataset_bytes: int = Field(default=2 * 1024**3, ge=1024, le=1024**4)
+    max_dataset_clips: int = Field(default=20_000, ge=1, le=1_000_000)
+    # Clips of the dataset compared with the consent's speaker (evenly spread over the dataset).
+    speaker_check_clips: int = Field(default=8, ge=1, le=1000)
+    # A fine-tune job checkpoints every N steps (and on SIGTERM); a resumed job continues bit-identically.
+    checkpoint_every: int = Field(default=50, ge=1, le=1_000_000)
+    lease_s: float = Field(default=60.0, ge=1, le=3600)
+
+
 class WebhooksConfig(_Section):
     # Hosts (names or IP literals) an admin trusts: they may use http and resolve to private addresses (an
     # in-cluster receiver). Every other webhook URL must be https to a public address.
@@ -203,6 +219,7 @@ class Settings(BaseSettings):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     # SQL database + blob root (default: SQLite and files under data_dir; PostgreSQL / S3 for scale-out).
     store: StoreConfig = Field(default_factory=StoreConfig)
     data_dir: Path = Field(default_factory=default_data_dir)
