@@ -91,6 +91,7 @@ def _qwen3(settings: Settings) -> Backend:
             emit_every_frames=settings.worker.emit_every_frames,
             max_emit_frames=settings.worker.max_emit_frames,
             clone_voices=voices,
+            max_adapters=model.max_adapters,
         )
     except ValueError as e:
         raise ConfigError(f"model: {e}") from e

@@ -25,10 +25,13 @@ import torch
 from chorus.audio.resample import resample
 from chorus.models.base import ReferenceVoice, SlotState, SpeechInput, StepOutput, VoiceInfo
 from chorus.models.cloning import voice_model
+from chorus.models.qwen3.adapter import LoraAdapter, load_adapter
 from chorus.models.qwen3.chunks import DECODE_CONTEXT_FRAMES, SAMPLES_PER_FRAME, ChunkDecoder, ChunkSchedule
 from chorus.models.qwen3.kvcache import SlotKVCache
+from chorus.models.qwen3.lora import AdapterPool
 from chorus.models.qwen3.predictor import CodePredictor
 from chorus.models.qwen3.prompt import PromptCapture, TalkerPrompt
+from chorus.models.qwen3.registered import RegisteredVoices, pack_lora
 from chorus.models.qwen3.sampling import (
     BatchSampling,
     RowSampling,
@@ -38,7 +41,7 @@ from chorus.models.qwen3.sampling import (
     request_key,
     sample,
 )
-from chorus.models.qwen3.voice_prompt import checkpoint_digest, decode_prompt, encode_prompt
+from chorus.models.qwen3.voice_prompt import checkpoint_digest, encode_prompt
 
 SAMPLE_RATE = 24_000
 # Runaway guard besides max_frames: speech never needs this many frames per character of text.
@@ -62,6 +65,7 @@ class Qwen3Input:
     prompt: TalkerPrompt
     context: torch.Tensor | None  # [T, 16] codes the decoder starts from (ICL reference), or None
     frame_budget: int
+    adapter: tuple[str, LoraAdapter] | None = None  # a fine-tuned voice's LoRA adapter (parsed, on the host)
 
 
 @dataclass(eq=False, slots=True)
@@ -80,6 +84,7 @@ class Qwen3Slot(SlotState):
     num_emits: int = 0
     frame_budget: int = 0
     frames: list[torch.Tensor] = field(default_factory=list)  # every frame (tests compare codes)
+    adapter: int = 0  # entry of its LoRA adapter in the device pool (0 = none)
 
 
 class Qwen3Backend:
@@ -103,6 +108,7 @@ class Qwen3Backend:
         max_emit_frames: int | None = None,
         clone_voices: Sequence[CloneVoice] = (),
         keep_frames: bool = False,
+        max_adapters: int = 16,
     ) -> None:
         from chorus.models.qwen3.compat import load_qwen3
 
@@ -117,8 +123,20 @@ class Qwen3Backend:
         self.kind = str(config.tts_model_type)
         self.name = Path(path).name
         # Prompt features come from this checkpoint's speaker encoder and codec: they carry its identity.
-        self.voice_model_format = f"qwen3-prompt-1:{self.name}:{checkpoint_digest(Path(path))}"
-        self._registered: dict[str, Any] = {}  # voices registered through the API: id → prompt items
+        self.digest = checkpoint_digest(Path(path))
+        self.voice_model_format = f"qwen3-prompt-1:{self.name}:{self.digest}"
+        # A fine-tuned voice: the prompt of a reference clip plus the LoRA adapter trained for it (lora.py).
+        self.lora_voice_format = f"qwen3-lora-1:{self.name}:{self.digest}"
+        self.adapters = AdapterPool.wrap(self.model, max_adapters)  # fine-tuned voices' LoRA on the device
+        self._registered = RegisteredVoices(  # voices registered through the API
+            prompt_format=self.voice_model_format,
+            lora_format=self.lora_voice_format,
+            digest=self.digest,
+            device=self.device,
+            dtype=self.dtype,
+            pool=self.adapters,
+            max_host_adapters=4 * max_adapters,
+        )
         self.eos = int(tcfg.codec_eos_token_id)
         self.num_groups = int(tcfg.num_code_groups)
         vocab = int(tcfg.vocab_size)
@@ -193,15 +211,20 @@ class Qwen3Backend:
             )
         return voice_model.pack(self.voice_model_format, encode_prompt(item))
 
+    def build_lora_voice(self, voice: ReferenceVoice, adapter: bytes) -> bytes:
+        """A fine-tuned voice's model: the x-vector prompt of a reference clip and the adapter (checked here)."""
+        load_adapter(adapter, base=self.digest)
+        prompt = voice_model.unpack(self.build_voice(voice), self.voice_model_format)
+        return pack_lora(self.lora_voice_format, prompt, adapter)
+
     def load_voice(self, voice_id: str, data: bytes, language: str = "auto") -> None:
-        item = decode_prompt(voice_model.unpack(data, self.voice_model_format), self.device, self.dtype)
-        self._registered[voice_id.lower()] = [item]
+        self._registered.load(voice_id, data)
 
     def has_voice(self, voice_id: str) -> bool:
-        return voice_id.lower() in self._registered
+        return self._registered.has(voice_id)
 
     def unload_voice(self, voice_id: str) -> None:
-        self._registered.pop(voice_id.lower(), None)
+        self._registered.unload(voice_id)
 
     # -- contract ---------------------------------------------------------------------------------
 
@@ -210,6 +233,8 @@ class Qwen3Backend:
         language = (p.language or "auto").lower()
         voice = inp.voice_id.lower()
         context = None
+        registered = self._registered.get(voice)
+        adapter = None
         with torch.inference_mode():
             try:
                 if self.kind == "custom_voice":
@@ -219,8 +244,9 @@ class Qwen3Backend:
                         )
                     )
                 elif self.kind == "base":
-                    if voice in self._registered:
-                        items = self._registered[voice]
+                    if registered is not None:
+                        items, lora = registered
+                        adapter = None if lora is None else (voice, lora)
                     elif voice in self._clones:
                         _, items = self._clones[voice]
                     else:
@@ -244,17 +270,24 @@ class Qwen3Backend:
         if room < 2:
             raise ValueError(f"the input is too long for this model's context ({self.cache.max_len} tokens)")
         budget = max(MIN_FRAME_BUDGET, math.ceil(len(inp.text) * FRAMES_PER_CHAR))
-        return Qwen3Input(prompt, context, min(budget, room))
+        return Qwen3Input(prompt, context, min(budget, room), adapter)
 
     def prefill(self, inputs: Sequence[tuple[SpeechInput, Any]]) -> list[SlotState]:
         prepared = [p if isinstance(p, Qwen3Input) else self.preprocess(inp) for inp, p in inputs]
         if self._num_rows + len(prepared) > self.max_slots:
             raise RuntimeError("more requests than KV-cache rows")
         slots: list[Qwen3Slot] = []
-        for (inp, _), prep in zip(inputs, prepared, strict=True):
-            slot = self._new_slot(inp, prep)
-            slots.append(slot)
-        with torch.inference_mode():
+        try:
+            for (inp, _), prep in zip(inputs, prepared, strict=True):
+                adapter = 0 if prep.adapter is None else self.adapters.acquire(*prep.adapter)
+                slot = self._new_slot(inp, prep)
+                slot.adapter = adapter
+                slots.append(slot)
+        except Exception:
+            for slot in slots:
+                self.release(slot)
+            raise
+        with torch.inference_mode(), self.adapters.bind_rows([s.adapter for s in slots], self.device):
             lengths = [prep.prompt.embeds.shape[0] for prep in prepared]
             # Code 0 of each slot's frame 0: draw (key, frame 0, codebook 0).
             zeros = [0] * len(slots)
@@ -282,7 +315,7 @@ class Qwen3Backend:
 
     def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
         batch = [_as_qwen(s) for s in slots]
-        with torch.inference_mode():
+        with torch.inference_mode(), self.adapters.bind_rows([s.adapter for s in batch], self.device):
             # This step's draws: code 0 of each slot's next frame, then codebooks 1..15 of its current frame.
             current = [s.num_frames for s in batch]
             following = [f + 1 for f in current]
@@ -318,6 +351,9 @@ class Qwen3Backend:
         s = _as_qwen(slot)
         if s.row < 0:
             return
+        if s.adapter:
+            self.adapters.release(s.adapter)
+            s.adapter = 0
         last = self._num_rows - 1
         moved = self._owner[last]
         if s.row != last and moved is not None:  # keep rows packed: the last row takes the freed one
