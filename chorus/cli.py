@@ -140,6 +140,7 @@ BENCH_COMMANDS = (
         "quality_piper",
         "a lossy Piper option (int8, fewer context frames) through the audio-quality gate",
     ),
+    ("bench-lora", "lora", "multi-LoRA serving: step time with k adapters in one batch vs merged vs none"),
     ("bench-jobs", "jobs", "a running batch job's cost to live streams' first audio and underruns"),
     ("bench-watermark", "watermark", "the audio watermark: detection after codecs and edits, false positives, cost"),
     (
