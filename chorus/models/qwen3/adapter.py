@@ -14,6 +14,7 @@ PEFT's LoRA without dropout, which is what serving applies.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -63,12 +64,25 @@ def save_adapter(
         tensors[path + SUFFIX_A] = a.detach().to("cpu", torch.float32).contiguous()
         tensors[path + SUFFIX_B] = b.detach().to("cpu", torch.float32).contiguous()
     metadata = {"format": FORMAT, "rank": str(rank), "alpha": repr(float(alpha)), "base": base}
-    return bytes(save(tensors, metadata=metadata))
+    return canonical_safetensors(bytes(save(tensors, metadata=metadata)))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` with its header's metadata keys sorted. safetensors writes the metadata from a Rust HashMap, in
+    an order that changes from process to process, so the same adapter would not be the same bytes twice; the
+    rewritten header has the same length (the same compact JSON, reordered), so the offsets stay valid."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > size:
+        raise ValueError("safetensors header grew when made canonical")
+    return data[:8] + text.ljust(size, b" ") + data[8 + size :]
 
 
 def load_adapter(data: bytes, *, base: str | None = None) -> LoraAdapter:
     """Parse an adapter blob; with ``base``, refuse one trained on another checkpoint."""
-    import json
     import struct
 
     from safetensors.torch import load
