@@ -19,9 +19,10 @@ FORM_OVERHEAD_BYTES = 256 * 1024
 
 
 class UploadLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int, paths: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, paths: Iterable[str], param: str = "audio_sample") -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.param = param  # the upload's form field, named in the 413
         self.limit = max_bytes + FORM_OVERHEAD_BYTES
         self.paths = frozenset(paths)
 
@@ -60,7 +61,7 @@ class UploadLimit:
             if length is not None
             else f"the upload is over the {limit} limit"
         )
-        body = json.dumps(error_body("invalid_request_error", message, "audio_sample", "too_large")).encode()
+        body = json.dumps(error_body("invalid_request_error", message, self.param, "too_large")).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

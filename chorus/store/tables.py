@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -375,3 +376,68 @@ class WebhookSecretRow(Base):
     previous_secret: Mapped[str | None] = mapped_column(String(128))
     previous_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
     rotated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class DatasetRow(Base):
+    """A training dataset (chorus.store.datasets); its blobs are under datasets/{tenant}/{id}/."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", name="fk_datasets_tenant"))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))  # pending | ready
+    consent_id: Mapped[str | None] = mapped_column(String(40))
+    language: Mapped[str] = mapped_column(String(32))
+    archive_kind: Mapped[str] = mapped_column(String(8))  # zip | tar
+    archive_sha256: Mapped[str] = mapped_column(String(64))
+    archive_bytes: Mapped[int] = mapped_column(BigInteger())
+    num_clips: Mapped[int] = mapped_column(Integer)
+    num_kept: Mapped[int] = mapped_column(Integer)
+    speech_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class FineTuneRow(Base):
+    """A fine-tune job (chorus.store.fine_tunes): held by one worker under a lease; checkpoints live in the blob
+    store under ``fine_tunes/{tenant}/{id}/``, the finished adapter inside its voice's model."""
+
+    __tablename__ = "fine_tunes"
+    __table_args__ = (
+        Index("ix_fine_tunes_tenant_created", "tenant_id", "created_at"),
+        Index("ix_fine_tunes_claim", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", name="fk_fine_tunes_tenant"))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    dataset_id: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | succeeded | failed | cancelled
+    params_json: Mapped[str] = mapped_column(Text)
+    step: Mapped[int] = mapped_column(Integer)  # steps done at the last checkpoint or renewal
+    steps: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer)
+    lease_token: Mapped[str | None] = mapped_column(String(40))
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    voice_id: Mapped[str | None] = mapped_column(String(64))
+    error_json: Mapped[str | None] = mapped_column(Text)
+    report_json: Mapped[str | None] = mapped_column(Text)
+
+
+class FineTuneEventRow(Base):
+    """A fine-tune's log, in order: status changes and progress (step, loss, ETA) for ``GET …/events``."""
+
+    __tablename__ = "fine_tune_events"
+    __table_args__ = (Index("ix_fine_tune_events_job", "fine_tune_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fine_tune_id: Mapped[str] = mapped_column(ForeignKey("fine_tunes.id", name="fk_fine_tune_events_job"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    type: Mapped[str] = mapped_column(String(16))
+    data_json: Mapped[str] = mapped_column(Text)

@@ -28,11 +28,19 @@ def test_fresh_database_is_migrated_at_start_up(backend: Backend) -> None:
     sql.close()
 
     sql, _ = backend.open()
-    assert sql.current_revision() == head_revision() == "0007"
+    assert sql.current_revision() == head_revision() == "0009"
     inspector = inspect(sql.engine)
-    assert {"tenants", "voices", "alembic_version", "jobs", "job_items", "webhook_events"} <= set(
-        inspector.get_table_names()
-    )
+    assert {
+        "tenants",
+        "voices",
+        "alembic_version",
+        "jobs",
+        "job_items",
+        "webhook_events",
+        "datasets",
+        "fine_tunes",
+        "fine_tune_events",
+    } <= set(inspector.get_table_names())
     columns = {c["name"] for c in inspector.get_columns("voices")}
     assert {"consent_id", "consent_status", "conversion_key", "processed_sha256", "status"} <= columns
     assert inspector.get_unique_constraints("voices") == []  # names are unique among ready voices (an index)
@@ -49,7 +57,7 @@ def test_second_start_is_a_no_op(backend: Backend) -> None:
 
     sql, blobs = backend.open()  # start-up again: upgrade finds nothing to do
     sql.migrate()
-    assert sql.current_revision() == "0007"
+    assert sql.current_revision() == "0009"
     assert _tenants(sql) == ["default"]  # the seed row was not inserted twice
     assert VoiceStore(sql, blobs).get("default", voice.id) == voice
     sql.close()
@@ -77,7 +85,7 @@ def test_concurrent_start_ups_migrate_once(backend: Backend) -> None:
     assert errors == []
     with stores[0].session() as session:
         assert session.scalar(select(func.count()).select_from(TenantRow)) == 1
-    assert all(s.current_revision() == "0007" for s in stores)
+    assert all(s.current_revision() == "0009" for s in stores)
     for s in stores:
         s.close()
 
@@ -90,7 +98,7 @@ def test_upgrade_from_0001_keeps_voices_and_frees_names_of_pending_rows(backend:
         "default", "Kept", "en", None, b"o", b"p", b"e", duration_s=1, sample_rate=24_000
     )
     sql.migrate()
-    assert sql.current_revision() == "0007"
+    assert sql.current_revision() == "0009"
     store = VoiceStore(sql, blobs)
     assert store.list("default") == [kept]
     with pytest.raises(VoiceExistsError):
