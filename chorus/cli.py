@@ -48,6 +48,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from chorus.finetune.worker import FineTuneWorker
+    from chorus.models.registry import build_backend
+    from chorus.server.observability import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings.server.log_level, settings.log.format)
+    sql, blobs = _open_store(settings)
+    try:
+        worker = FineTuneWorker(settings, build_backend(settings), sql, blobs)
+        worker.install_signals()
+        return worker.run(once=args.once)
+    finally:
+        sql.close()
+
+
 def _open_store(settings: Settings) -> tuple[Any, Any]:
     from chorus.store.settings import open_store
 
@@ -173,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-slots", type=int)
     serve.add_argument("--mode", choices=["continuous", "static"])
     serve.set_defaults(func=cmd_serve)
+
+    worker = with_config(sub.add_parser("worker", help="run background work: fine-tune jobs (--queue finetune)"))
+    worker.add_argument("--queue", choices=["finetune"], default="finetune", help="which queue to take work from")
+    worker.add_argument("--once", action="store_true", help="take at most one job, then exit")
+    worker.set_defaults(func=cmd_worker)
 
     say = with_config(sub.add_parser("say", help="synthesise text to a file, no server"))
     say.add_argument("text")

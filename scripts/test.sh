@@ -12,6 +12,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # festival and its voices: target speakers of the voice-conversion bench (its smoke test runs in the suite).
 bash scripts/install_bench_voices.sh > /dev/null
+# Debian's Chromium and Playwright: the web playground's browser tests (tests/e2e/test_playground.py).
+bash scripts/install_browser.sh > /dev/null
 
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 # The Qwen3-TTS backend's stack (CPU torch from the local wheel, transformers, qwen-tts without its extras):

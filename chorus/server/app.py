@@ -18,6 +18,8 @@ from chorus.config import Settings
 from chorus.consent.service import ConsentPolicy, ConsentService
 from chorus.engine.builder import build_engine
 from chorus.engine.client import AsyncEngine
+from chorus.finetune.dataset_service import DatasetLimits, DatasetService
+from chorus.finetune.jobs import FineTuneService, training_kind
 from chorus.jobs.dispatcher import DispatchConfig, WebhookDispatcher
 from chorus.jobs.runner import JobRunner, RunnerConfig
 from chorus.models.base import Backend
@@ -27,13 +29,17 @@ from chorus.server.deps import ServerState
 from chorus.server.errors import ERROR_RESPONSES, install_error_handlers
 from chorus.server.observability import OpsMiddleware, ServerMetrics, build_info
 from chorus.server.routes import consents as consent_routes
+from chorus.server.routes import datasets as dataset_routes
+from chorus.server.routes import fine_tunes as fine_tune_routes
 from chorus.server.routes import jobs as job_routes
-from chorus.server.routes import openai, ops, realtime, verify, voices, vtts
+from chorus.server.routes import openai, ops, playground, realtime, verify, voices, vtts
 from chorus.server.uploads import UploadLimit
 from chorus.speech import SpeechService, speech_limits
 from chorus.store.audit import AuditLog
 from chorus.store.blobs import BlobStore
 from chorus.store.consents import ConsentStore
+from chorus.store.datasets import DatasetStore
+from chorus.store.fine_tunes import FineTuneStore
 from chorus.store.jobs import JobStore
 from chorus.store.keys import KeyStore
 from chorus.store.secrets import shared_secret
@@ -115,6 +121,8 @@ def create_app(
         if released:
             log.warning("released %d consent(s) claimed by registrations that did not finish", released)
         await asyncio.to_thread(consent_store.purge_challenges, CHALLENGES_KEPT)
+        dataset_store = DatasetStore(sql, blobs)
+        await asyncio.to_thread(dataset_store.sweep_pending, SWEEP_PENDING_AFTER_S)
         keys = KeyStore(sql)
         audit = AuditWriter(AuditLog(sql), retention_days=settings.safety.audit_retention_days)
         await asyncio.to_thread(check_can_start, settings, keys)
@@ -147,6 +155,12 @@ def create_app(
             webhook_store=WebhookStore(sql),
             webhook_policy=webhook_policy(settings),
             metrics=metrics,
+            datasets=DatasetService(
+                dataset_store, consents, encoder=encoder, limits=DatasetLimits.from_config(settings.finetune)
+            ),
+        )
+        state.fine_tunes = FineTuneService(
+            FineTuneStore(sql), state.datasets, consents, voice_store, blobs, backend=training_kind(engine.backend)
         )
         state.dispatcher = WebhookDispatcher(
             state.webhook_store,
@@ -210,13 +224,19 @@ def create_app(
     authenticated = [Depends(authenticate)]
     for router in (openai.router, vtts.router, voices.router, consent_routes.router, verify.router, job_routes.router):
         app.include_router(router, dependencies=authenticated, responses=ERROR_RESPONSES)
+    app.include_router(dataset_routes.router, dependencies=authenticated, responses=ERROR_RESPONSES)
+    app.include_router(fine_tune_routes.router, dependencies=authenticated, responses=ERROR_RESPONSES)
     app.include_router(ops.router)
     app.include_router(realtime.router)  # authenticates itself: a header or, for browsers, ?api_key=
     app.include_router(ops.authenticated_router, dependencies=authenticated, responses=ERROR_RESPONSES)
+    app.include_router(playground.router)  # the page is public; its JSON about a tenant authenticates itself
     # Uploads larger than a reference clip may be are refused before their body is read whole.
     app.add_middleware(
         UploadLimit,
         max_bytes=limits.max_bytes,
         paths=voices.UPLOAD_PATHS | consent_routes.UPLOAD_PATHS | verify.UPLOAD_PATHS,
+    )
+    app.add_middleware(  # datasets: archives of many clips, their own limit
+        UploadLimit, max_bytes=settings.finetune.max_dataset_bytes, paths=dataset_routes.UPLOAD_PATHS, param="archive"
     )
     return app

@@ -12,6 +12,8 @@ from chorus.config import Settings
 from chorus.consent.service import ConsentService
 from chorus.engine.client import AsyncEngine
 from chorus.errors import PermissionDeniedError
+from chorus.finetune.dataset_service import DatasetService
+from chorus.finetune.jobs import FineTuneService
 from chorus.jobs.dispatcher import WebhookDispatcher
 from chorus.jobs.runner import JobRunner
 from chorus.server.auth import Principal
@@ -46,6 +48,8 @@ class ServerState:
     webhook_store: WebhookStore
     webhook_policy: WebhookPolicy
     metrics: ServerMetrics
+    datasets: DatasetService
+    fine_tunes: FineTuneService | None = None
     runner: JobRunner | None = None
     dispatcher: WebhookDispatcher | None = None
     is_draining: bool = False

@@ -23,7 +23,8 @@ import numpy as np
 from chorus.consent.service import ConsentService
 from chorus.errors import ChorusError, InvalidRequestError, QueueFullError
 from chorus.models.base import Backend, ReferenceVoice, VoiceCloner, VoiceInfo
-from chorus.models.cloning.voice_model import VoiceModelFormatError
+from chorus.models.cloning import voice_model
+from chorus.models.cloning.voice_model import FINE_TUNED_MARK, VoiceModelFormatError
 from chorus.store.errors import VoiceExistsError, VoiceNotFoundError
 from chorus.store.tables import VoiceRecord
 from chorus.store.voices import MAX_NAME_LEN, VoiceStore, new_voice_id
@@ -278,12 +279,18 @@ class VoiceService:
         with self._load_lock(record.id):
             if cloner.has_voice(record.id):
                 return
+            stored = b""
             try:
                 if record.conversion_key is None:
                     raise VoiceModelFormatError("the voice has no stored model")
-                cloner.load_voice(record.id, self.store.read_blob(record, "conversion"), record.language)
+                stored = self.store.read_blob(record, "conversion")
+                cloner.load_voice(record.id, stored, record.language)
                 self.counts["loaded"] += 1
             except VoiceModelFormatError as e:
+                if FINE_TUNED_MARK in (voice_model.format_of(stored) or ""):  # its adapter cannot be rebuilt
+                    raise CloningUnavailableError(
+                        f"voice {record.id} was fine-tuned for another model checkpoint: {e}"
+                    ) from e
                 # Made for another backend (or an older method): rebuild from the stored reference, in memory.
                 log.warning("voice %s: %s; rebuilding it from its reference audio", record.id, e)
                 audio, rate = _read_wav(self.store.read_blob(record, "processed"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 MAGIC = b"chorus-voice-model\n"
 _MAX_FORMAT_LEN = 512
+# In the format of a fine-tuned voice's model ("qwen3-lora-1:…"): its adapter cannot be rebuilt from the reference.
+FINE_TUNED_MARK = "-lora-"
 
 
 class VoiceModelFormatError(ValueError):
@@ -20,6 +22,14 @@ def pack(voice_format: str, payload: bytes) -> bytes:
     if b"\n" in line or not line or len(line) > _MAX_FORMAT_LEN:
         raise ValueError(f"bad voice model format {voice_format!r}")
     return MAGIC + line + b"\n" + payload
+
+
+def format_of(data: bytes) -> str | None:
+    """The format line of a packed voice model (None for bytes that are not one)."""
+    if not data.startswith(MAGIC):
+        return None
+    line, sep, _ = data[len(MAGIC) : len(MAGIC) + _MAX_FORMAT_LEN + 1].partition(b"\n")
+    return line.decode(errors="replace") if sep else None
 
 
 def unpack(data: bytes, voice_format: str) -> bytes:

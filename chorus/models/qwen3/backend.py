@@ -126,7 +126,7 @@ class Qwen3Backend:
         self.digest = checkpoint_digest(Path(path))
         self.voice_model_format = f"qwen3-prompt-1:{self.name}:{self.digest}"
         # A fine-tuned voice: the prompt of a reference clip plus the LoRA adapter trained for it (lora.py).
-        self.lora_voice_format = f"qwen3-lora-1:{self.name}:{self.digest}"
+        self.lora_voice_format = f"qwen3{voice_model.FINE_TUNED_MARK}1:{self.name}:{self.digest}"
         self.adapters = AdapterPool.wrap(self.model, max_adapters)  # fine-tuned voices' LoRA on the device
         self._registered = RegisteredVoices(  # voices registered through the API
             prompt_format=self.voice_model_format,
