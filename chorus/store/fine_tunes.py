@@ -15,12 +15,12 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from chorus.errors import ChorusError, NotFoundError
-from chorus.store.sql import SqlStore
+from chorus.store.sql import SqlStore, rowcount
 from chorus.store.tables import TERMINAL, FineTuneEventRow, FineTuneRow, utcnow
 from chorus.store.tenants import ensure_tenant
 
@@ -99,10 +99,6 @@ class FineTuneLease:
     expires_at: datetime
 
 
-def _rowcount(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
-
-
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
@@ -173,7 +169,7 @@ class FineTuneStore:
                 .where(FineTuneRow.id == fine_tune_id, FineTuneRow.status.not_in(TERMINAL))
                 .values(status="cancelled", finished_at=utcnow(), lease_expires_at=None)
             )
-            if _rowcount(done) == 1:
+            if rowcount(done) == 1:
                 session.add(_event(fine_tune_id, "status", {"status": "cancelled"}))
             session.commit()
         return self.get(tenant_id, fine_tune_id)
@@ -227,7 +223,7 @@ class FineTuneStore:
                 if attempts >= max_attempts:
                     error = {"code": "worker_lost", "message": f"its worker stopped {attempts} times while on it"}
                     values = {"status": "failed", "finished_at": now, "error_json": _json(error)}
-                    if _rowcount(session.execute(update(FineTuneRow).where(where).values(**values))) == 1:
+                    if rowcount(session.execute(update(FineTuneRow).where(where).values(**values))) == 1:
                         session.add(_event(job_id, "status", {"status": "failed", "error": error}))
                     session.commit()
                     continue
@@ -245,7 +241,7 @@ class FineTuneStore:
                         started_at=row.started_at or now,
                     )
                 )
-                if _rowcount(taken) != 1:
+                if rowcount(taken) != 1:
                     session.rollback()
                     continue
                 session.add(_event(job_id, "status", {"status": "running", "attempt": attempts + 1}))
@@ -262,7 +258,7 @@ class FineTuneStore:
         with self.sql.session() as session:
             result = session.execute(update(FineTuneRow).where(self._held(lease)).values(**values))
             session.commit()
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     def progress(self, lease: FineTuneLease, data: dict[str, Any]) -> None:
         with self.sql.session() as session:
@@ -315,7 +311,7 @@ class FineTuneStore:
     def _end(self, lease: FineTuneLease, values: dict[str, Any], event: dict[str, Any]) -> bool:
         with self.sql.session() as session:
             done = session.execute(update(FineTuneRow).where(self._held(lease)).values(**values))
-            if _rowcount(done) != 1:
+            if rowcount(done) != 1:
                 session.rollback()
                 return False
             session.add(_event(lease.job.id, "status", event))

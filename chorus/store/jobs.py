@@ -18,14 +18,14 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from chorus.errors import ChorusError, NotFoundError
 from chorus.store.blobs import BlobStore, sha256_hex
-from chorus.store.sql import SqlStore
+from chorus.store.sql import SqlStore, rowcount
 from chorus.store.tables import TERMINAL, JobItemRow, JobRow, WebhookEventRow, utcnow
 from chorus.store.tenants import check_tenant_id, ensure_tenant
 
@@ -113,10 +113,6 @@ class Lease:
     attempt: int
     spec: dict[str, Any]
     expires_at: datetime
-
-
-def _rowcount(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def job_prefix(tenant_id: str, job_id: str) -> str:
@@ -218,7 +214,7 @@ class JobStore:
             if row is None or row.tenant_id != tenant_id:
                 raise JobNotFoundError(f"no job {job_id!r}", param="job_id")
             ended = update(JobRow).where(JobRow.id == job_id, JobRow.status.not_in(TERMINAL))
-            if _rowcount(session.execute(ended.values(status="cancelled", finished_at=now))) != 1:
+            if rowcount(session.execute(ended.values(status="cancelled", finished_at=now))) != 1:
                 session.rollback()
                 raise JobConflictError(f"job {job_id!r} has already ended ({row.status})", param="job_id")
             session.execute(
@@ -281,7 +277,7 @@ class JobStore:
                         started_at=now,
                     )
                 )
-                if _rowcount(taken) != 1:
+                if rowcount(taken) != 1:
                     session.rollback()
                     continue
                 session.execute(
@@ -306,7 +302,7 @@ class JobStore:
                 .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
             )
             session.commit()
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     def release(self, lease: Lease) -> None:
         """Give the item back unfinished (a draining server, a full engine): queued again, this try not counted."""
@@ -356,7 +352,7 @@ class JobStore:
                 )
             )
             session.commit()
-        return _rowcount(result)
+        return rowcount(result)
 
     def counts_by_status(self) -> dict[str, int]:
         """Jobs by status across tenants (for /metrics)."""
@@ -405,7 +401,7 @@ class JobStore:
         ended = session.execute(
             update(JobItemRow).where(JobItemRow.job_id == job_id, JobItemRow.n == n, holds).values(**values)
         )
-        if _rowcount(ended) != 1:
+        if rowcount(ended) != 1:
             session.rollback()
             return False
         left = session.scalar(
@@ -422,7 +418,7 @@ class JobStore:
                 .values(status=outcome, finished_at=now)
             )
             job = session.get(JobRow, job_id)
-            if _rowcount(done) == 1 and job is not None:
+            if rowcount(done) == 1 and job is not None:
                 session.refresh(job)
                 self._add_event(session, job, f"job.{outcome}")
         return True

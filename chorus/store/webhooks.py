@@ -12,13 +12,13 @@ import builtins
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chorus.errors import NotFoundError
-from chorus.store.sql import SqlStore
+from chorus.store.sql import SqlStore, rowcount
 from chorus.store.tables import WebhookEventRow, WebhookSecretRow, utcnow
 from chorus.store.tenants import ensure_tenant
 from chorus.webhooks.signing import new_secret
@@ -65,10 +65,6 @@ class EventRecord:
         )
 
 
-def _rowcount(result: Any) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
-
-
 class WebhookStore:
     def __init__(self, sql: SqlStore) -> None:
         self.sql = sql
@@ -98,7 +94,7 @@ class WebhookStore:
                     .where(WebhookEventRow.id == row.id, WebhookEventRow.attempts == row.attempts, due)
                     .values(lease_token=token, lease_expires_at=now + timedelta(seconds=lease_s))
                 )
-                if _rowcount(taken) != 1:
+                if rowcount(taken) != 1:
                     session.rollback()
                     continue
                 session.commit()
@@ -138,7 +134,7 @@ class WebhookStore:
                 .values(**values)
             )
             session.commit()
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     def list(self, tenant_id: str | None, *, status: str | None = None, limit: int = 100) -> builtins.list[EventRecord]:
         """Events newest first: one tenant's (None: every tenant's, for an operator), optionally by status."""

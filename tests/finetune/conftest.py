@@ -1,6 +1,6 @@
 """Fixtures of the Qwen3 fine-tuning tests (``test_qwen3_*.py``): a tiny random Base model, a handful of clips
 encoded by its own codec, and a saved examples file. Other tests in this folder do not need torch: imports are
-lazy, names are prefixed, and each qwen3 test module skips itself when the qwen extra is missing.
+lazy, and each qwen3 test module skips itself when the qwen extra is missing.
 
 The tiny builder fills the codec encoder's codebooks (``chorus.testing.qwen3_tiny._randomize_codec``), so the
 clips get varied codes; ``test_qwen3_samples.py`` checks that they do.
@@ -38,46 +38,44 @@ def voice(seconds: float, sample_rate: int, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def qwen3_base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from chorus.testing.qwen3_tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("qwen3-finetune-base"), kind="base", seed=3)
 
 
 @pytest.fixture(scope="session")
-def qwen3_tts(qwen3_base_dir: Path) -> Any:
+def tts(base_dir: Path) -> Any:
     import torch
 
     from chorus.models.qwen3.compat import load_qwen3
 
-    return load_qwen3(qwen3_base_dir, device="cpu", dtype=torch.float32)
+    return load_qwen3(base_dir, device="cpu", dtype=torch.float32)
 
 
 @pytest.fixture(scope="session")
-def qwen3_reference() -> tuple[np.ndarray, int]:
+def reference() -> tuple[np.ndarray, int]:
     return voice(1.5, 24_000, seed=9), 24_000
 
 
 @pytest.fixture(scope="session")
-def qwen3_clips() -> list[tuple[np.ndarray, int, str]]:
+def clips() -> list[tuple[np.ndarray, int, str]]:
     # Mixed rates on purpose: 16 kHz clips are resampled to the codec's 24 kHz.
     rates = [24_000, 16_000, 24_000, 16_000]
     return [(voice(0.4 + 0.1 * i, rates[i], seed=i), rates[i], text) for i, text in enumerate(QWEN3_TEXTS)]
 
 
 @pytest.fixture(scope="session")
-def qwen3_examples(
-    qwen3_tts: Any, qwen3_clips: list[tuple[np.ndarray, int, str]], qwen3_reference: tuple[np.ndarray, int]
-) -> list[Any]:
+def examples(tts: Any, clips: list[tuple[np.ndarray, int, str]], reference: tuple[np.ndarray, int]) -> list[Any]:
     from chorus.finetune.qwen3_samples import encode_examples
 
-    return encode_examples(qwen3_tts, qwen3_clips, qwen3_reference)
+    return encode_examples(tts, clips, reference)
 
 
 @pytest.fixture(scope="session")
-def qwen3_examples_file(qwen3_examples: list[Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def examples_file(examples: list[Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
     from chorus.finetune.qwen3_samples import save_examples
 
     path = tmp_path_factory.mktemp("qwen3-finetune-examples") / "examples.pt"
-    save_examples(qwen3_examples, path)
+    save_examples(examples, path)
     return path

@@ -27,16 +27,6 @@ from chorus.finetune.qwen3_samples import SpecialIds, TrainingBatch, TrainingExa
 from chorus.models.qwen3.predictor import CodePredictor
 
 
-@pytest.fixture(scope="module")
-def tts(qwen3_tts: Any) -> Any:
-    return qwen3_tts
-
-
-@pytest.fixture(scope="module")
-def examples(qwen3_examples: Any) -> Any:
-    return qwen3_examples
-
-
 def frames_and_hidden(tts: Any, examples: list[TrainingExample]) -> tuple[TrainingBatch, torch.Tensor]:
     batch = collate(examples[:2], SpecialIds.from_config(tts.model.config))
     talker = tts.model.talker

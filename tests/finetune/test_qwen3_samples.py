@@ -27,31 +27,6 @@ from chorus.finetune.qwen3_samples import (
 from chorus.models.qwen3.prompt import PromptCapture, TalkerPrompt
 
 
-@pytest.fixture(scope="module")
-def tts(qwen3_tts: Any) -> Any:
-    return qwen3_tts
-
-
-@pytest.fixture(scope="module")
-def reference(qwen3_reference: Any) -> Any:
-    return qwen3_reference
-
-
-@pytest.fixture(scope="module")
-def clips(qwen3_clips: Any) -> Any:
-    return qwen3_clips
-
-
-@pytest.fixture(scope="module")
-def examples(qwen3_examples: Any) -> Any:
-    return qwen3_examples
-
-
-@pytest.fixture(scope="module")
-def examples_file(qwen3_examples_file: Any) -> Any:
-    return qwen3_examples_file
-
-
 def served_prompt(tts: Any, text: str, reference: tuple[np.ndarray, int], language: str) -> TalkerPrompt:
     """The prompt the Qwen3 backend serves a registered x-vector voice with (library code, captured)."""
     with torch.inference_mode():

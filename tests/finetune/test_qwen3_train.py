@@ -38,21 +38,6 @@ CONFIG = TrainConfig(steps=8, checkpoint_every=3, learning_rate=1e-2, warmup_ste
 CLI = ["--steps", "8", "--checkpoint-every", "3", "--learning-rate", "0.01", "--warmup-steps", "2", "--seed", "7"]
 
 
-@pytest.fixture(scope="module")
-def base_dir(qwen3_base_dir: Any) -> Any:
-    return qwen3_base_dir
-
-
-@pytest.fixture(scope="module")
-def examples(qwen3_examples: Any) -> Any:
-    return qwen3_examples
-
-
-@pytest.fixture(scope="module")
-def examples_file(qwen3_examples_file: Any) -> Any:
-    return qwen3_examples_file
-
-
 @dataclass
 class Child:
     proc: subprocess.Popen[str]
