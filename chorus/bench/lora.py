@@ -42,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank", type=int, default=8, help="LoRA rank of every adapter")
     p.add_argument("--steps", type=int, default=12, help="timed steps per run")
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs of every configuration")
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=0,
+        help="also time this many LoRA training steps (batch 2, rank --rank) on this shape: what a fine-tune costs",
+    )
     p.add_argument("--out", default="bench/results", help="folder for lora-<shape>-<device>.json and .png")
 
 
@@ -79,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
             for name, run_one in configs.items():
                 runs[name].append(run_one())
         load = _load_times(backend, adapters, device)
+        training = _train_times(args, Path(tmp)) if args.train_steps > 0 else None
     report = _report(args, device, runs, load, len(adapters[0]))
+    report["training"] = training
     _print(report)
     _write(Path(args.out) / f"lora-{args.shape}-{device}", report)
     return 0
@@ -182,6 +190,29 @@ def _load_times(backend: Any, adapters: list[bytes], device: str) -> dict[str, A
     return {"parse_s": spread(parse), "install_s": spread(install), "count": len(parse)}
 
 
+def _train_times(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Seconds per training step (the worker's trainer, on this machine's CPU threads) after one warm-up step."""
+    from chorus.bench.finetune_load import prepare
+    from chorus.finetune.qwen3_samples import load_examples
+    from chorus.finetune.qwen3_train import LoraTrainer, TrainConfig
+
+    model, examples = prepare(args.shape, root / "train")
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def step_done(event: Any) -> None:
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    config = TrainConfig(steps=args.train_steps + 1, rank=args.rank, alpha=2.0 * args.rank, num_threads=args.threads)
+    trainer = LoraTrainer(model, config, load_examples(examples))
+    last[0] = time.perf_counter()
+    trainer.run(on_step=step_done)
+    per_step = times[1:] or times
+    return {"steps": len(per_step), "step_s": spread(per_step), "batch_size": config.batch_size, "device": "cpu"}
+
+
 def _report(
     args: argparse.Namespace, device: str, runs: dict[str, list[float]], load: dict[str, Any], size: int
 ) -> dict[str, Any]:
@@ -215,6 +246,14 @@ def _print(report: dict[str, Any]) -> None:
         print(
             f"{name:<8} {st['min'] * 1e3:7.2f}/{st['median'] * 1e3:7.2f}/{st['max'] * 1e3:7.2f} "
             f"{_ratio(r['vs_none']):>22} {_ratio(r['vs_merged']):>22}"
+        )
+    training = report.get("training")
+    if training:
+        step = training["step_s"]["median"]
+        print(
+            f"training (CPU, {report['settings']['threads']} threads, batch {training['batch_size']}): "
+            f"{step:.2f} s/step median of {training['steps']} "
+            f"({training['step_s']['min']:.2f}-{training['step_s']['max']:.2f}); 500 steps = {500 * step / 3600:.2f} h"
         )
     load = report["load"]
     print(

@@ -168,19 +168,28 @@ def held_out_similarity(
         return {"held_out_clips": 0, "note": "too few clips to hold any out"}
     backend.load_voice("eval-fine-tuned", model)
     backend.load_voice("eval-zero-shot", backend.build_voice(voice))
-    rows = []
-    try:
-        for clip in held_out:
-            real = encoder.embed(clip.audio, clip.sample_rate)
-            row: dict[str, Any] = {"clip": clip.file_name}
-            for name in ("fine-tuned", "zero-shot"):
-                frames = int(1.5 * len(clip.audio) / clip.sample_rate / backend.frame_seconds) + 10
-                audio = speak(backend, f"eval-{name}", clip.text, voice.language, max_frames=frames)
-                row[name] = round(SpeakerEncoder.similarity(encoder.embed(audio, backend.sample_rate), real), 4)
-            rows.append(row)
+    names = ("fine-tuned", "zero-shot")
+    requests = [(f"eval-{name}", clip.text) for clip in held_out for name in names]
+    longest = max(len(c.audio) / c.sample_rate for c in held_out)
+    frames = int(1.5 * longest / backend.frame_seconds) + 10
+    batch = max(1, backend.max_slots)
+    try:  # every held-out sentence in both voices, in batches (as the engine would run them)
+        audio = [
+            said
+            for start in range(0, len(requests), batch)
+            for said in speak(backend, requests[start : start + batch], voice.language, max_frames=frames)
+        ]
     finally:
         backend.unload_voice("eval-fine-tuned")
         backend.unload_voice("eval-zero-shot")
+    rows = []
+    for i, clip in enumerate(held_out):
+        real = encoder.embed(clip.audio, clip.sample_rate)
+        row: dict[str, Any] = {"clip": clip.file_name}
+        for j, name in enumerate(names):
+            said = encoder.embed(audio[i * len(names) + j], backend.sample_rate)
+            row[name] = round(SpeakerEncoder.similarity(said, real), 4)
+        rows.append(row)
     tuned = float(np.mean([r["fine-tuned"] for r in rows]))
     zero = float(np.mean([r["zero-shot"] for r in rows]))
     return {
@@ -193,19 +202,23 @@ def held_out_similarity(
     }
 
 
-def speak(backend: Any, voice: str, text: str, language: str, *, max_frames: int) -> np.ndarray:
-    """One request through the backend's own step loop (no engine): the whole audio, at most ``max_frames``."""
+def speak(backend: Any, requests: Sequence[tuple[str, str]], language: str, *, max_frames: int) -> list[np.ndarray]:
+    """(voice, text) requests stepped together through the backend's own loop (no engine), at most ``max_frames``
+    each: the whole audio of each."""
     params = SynthesisParams(language=None if language == "auto" else language, seed=SAMPLE_SEED)
-    inp = SpeechInput("eval", text, voice, params)
-    (slot,) = backend.prefill([(inp, backend.preprocess(inp))])
-    chunks = []
+    inputs = [SpeechInput(f"eval-{i}", text, voice, params) for i, (voice, text) in enumerate(requests)]
+    slots = backend.prefill([(inp, backend.preprocess(inp)) for inp in inputs])
+    chunks: list[list[np.ndarray]] = [[] for _ in slots]
     try:
         for _ in range(max_frames):
-            if slot.is_finished:
+            running = [i for i, slot in enumerate(slots) if not slot.is_finished]
+            if not running:
                 break
-            (out,) = backend.step([slot])
-            chunks.append(out.audio)
-        chunks.append(backend.flush(slot))
+            for i, out in zip(running, backend.step([slots[i] for i in running]), strict=True):
+                chunks[i].append(out.audio)
+        for i, slot in enumerate(slots):
+            chunks[i].append(backend.flush(slot))
     finally:
-        backend.release(slot)
-    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        for slot in slots:
+            backend.release(slot)
+    return [np.concatenate(c) for c in chunks]

@@ -10,7 +10,9 @@ from chorus.bench.jobs import render, run
 
 
 def test_a_quick_run_measures_both_sides(tmp_path: Path) -> None:
-    args = argparse.Namespace(live_streams="4", repeats=1, window_s=6.0, job_items=8, out=str(tmp_path), quick=True)
+    args = argparse.Namespace(
+        live_streams="4", repeats=1, window_s=6.0, job_items=8, out=str(tmp_path), quick=True, fine_tune=None
+    )
     assert run(args) == 0
     report = json.loads((tmp_path / "jobs.json").read_text())
     (row,) = report["runs"]
