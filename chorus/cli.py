@@ -49,6 +49,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import os
+
+    # One BLAS thread (before numpy loads): the Piper fit's mixture maths ran ~5x slower with a thread per core on
+    # a machine shared with a server, and training is meant to take the cores live traffic leaves.
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
     from chorus.finetune.worker import FineTuneWorker
     from chorus.models.registry import build_backend
     from chorus.server.observability import configure_logging

@@ -6,7 +6,6 @@ import importlib.metadata
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +119,9 @@ def test_mel_filterbank_is_librosas_slaney_filterbank() -> None:
 # --- the folder ----------------------------------------------------------------------------------------------
 
 
-def test_build_is_fast_and_deterministic(tmp_path: Path, cv_dir: Path) -> None:
-    start = time.perf_counter()
+def test_build_is_deterministic(tmp_path: Path, cv_dir: Path) -> None:
+    # (Its speed, ~0.3 s warm, is not asserted: a timing bound fails on a loaded machine, not on a slow build.)
     again = tiny.build_tiny_model(tmp_path / "again", kind="custom_voice", seed=0)
-    assert time.perf_counter() - start < 5.0  # imports are warm (cv_dir was built first): ~0.3 s here
     other = tiny.build_tiny_model(tmp_path / "other", kind="custom_voice", seed=1)
     for rel in ("model.safetensors", "speech_tokenizer/model.safetensors"):
         a, b, c = (load_file(d / rel) for d in (cv_dir, again, other))
