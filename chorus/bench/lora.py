@@ -269,7 +269,8 @@ def _ratio(s: dict[str, float]) -> str:
 
 def _write(stem: Path, report: dict[str, Any]) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    json_path, png_path = stem.parent / f"{stem.name}.json", stem.parent / f"{stem.name}.png"  # "0.6b": no suffix
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
     try:
         import matplotlib
 
@@ -288,6 +289,6 @@ def _write(stem: Path, report: dict[str, Any]) -> None:
     ax.set_ylabel("step time, ms (median; bars: min-max)")
     ax.set_title(f"multi-LoRA: {s['shape']} Base, {s['batch']} rows, rank {s['rank']}, {report['machine']['device']}")
     fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    fig.savefig(png_path, dpi=110)
     plt.close(fig)
     print(f"wrote {stem}.json and {stem}.png")
