@@ -23,12 +23,12 @@ import numpy as np
 from chorus.finetune.checkpoint import BlobCheckpoints
 from chorus.finetune.dataset_service import TrainingClip
 from chorus.finetune.jobs import TrainOutcome
+from chorus.finetune.piper_voice import pick_reference
 from chorus.models.base import ReferenceVoice, SpeechInput, SynthesisParams
 from chorus.store.blobs import BlobStore
 from chorus.voices.embedding import SpeakerEncoder
 
 HELD_OUT = 2  # clips kept out of training for the similarity report (when the dataset has enough)
-REFERENCE_S = (5.0, 15.0)  # the reference clip: the longest under 15 s, preferably at least 5 s
 SAMPLE_SEED = 1234
 
 
@@ -43,7 +43,7 @@ def split_clips(clips: Sequence[TrainingClip], held_out: int = HELD_OUT) -> Spli
     """Deterministic: the reference clip, then held-out clips spread evenly over the rest (none below 4 clips)."""
     if not clips:
         raise ValueError("the dataset has no clips")
-    reference = pick_reference(clips)
+    reference = clips[pick_reference(clips)[0]]  # the clip a user would register (Piper's job picks the same)
     rest = [c for c in clips if c is not reference]
     n = held_out if len(rest) >= 2 * held_out + 2 else 0
     picked = {round((i + 0.5) * len(rest) / n) for i in range(n)} if n else set()
@@ -52,16 +52,6 @@ def split_clips(clips: Sequence[TrainingClip], held_out: int = HELD_OUT) -> Spli
         [c for i, c in enumerate(rest) if i in picked],
         [c for i, c in enumerate(rest) if i not in picked] or [reference],
     )
-
-
-def pick_reference(clips: Sequence[TrainingClip]) -> TrainingClip:
-    """The clip a user would register a voice with: the longest under 15 s (the shortest over, if none is)."""
-
-    def seconds(c: TrainingClip) -> float:
-        return len(c.audio) / c.sample_rate
-
-    short = [c for c in clips if seconds(c) <= REFERENCE_S[1]]
-    return max(short, key=seconds) if short else min(clips, key=seconds)
 
 
 def train_qwen3(

@@ -293,13 +293,6 @@ class FineTuneStore:
         values = {"status": "failed", "error_json": _json(error), "finished_at": utcnow(), "lease_expires_at": None}
         return self._end(lease, values, {"status": "failed", "error": error})
 
-    def counts_by_status(self) -> dict[str, int]:
-        from sqlalchemy import func
-
-        with self.sql.session() as session:
-            rows = session.execute(select(FineTuneRow.status, func.count()).group_by(FineTuneRow.status)).all()
-        return {str(status): int(count) for status, count in rows}
-
     # -- internals -------------------------------------------------------------------------------
 
     @staticmethod
