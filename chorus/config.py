@@ -110,6 +110,9 @@ class ServerConfig(_Section):
     # An idle server synthesises a short canary line this often, so chorus_last_good_synthesis_timestamp_seconds
     # stays fresh while nobody speaks (0 = off).
     canary_interval_s: float = Field(default=60.0, ge=0, le=86_400)
+    # Replicas sharing one database publish their queues this often (GET /v1/fleet, fleet-wide queue positions,
+    # Retry-After from the whole fleet); a replica silent for 3 beats is taken for dead (0 = off).
+    fleet_heartbeat_s: float = Field(default=2.0, ge=0, le=60)
 
 
 class AuthConfig(_Section):

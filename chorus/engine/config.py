@@ -37,3 +37,4 @@ class RequestInfo:
     status: str
     queue_position: int | None  # 0 = next to be admitted; None once running or finished
     eta_s: float | None  # estimated seconds until its first audio
+    arrival_time: float | None = None  # time.monotonic() when it arrived (while it waits)

@@ -130,9 +130,21 @@ class Engine:
             order = self.scheduler.waiting() + list(self._inbox)
             position = next((i for i, r in enumerate(order) if r is req), len(order))
             predicted = req.predicted_first_audio
+            arrival = req.arrival_time
         if predicted is not None and math.isfinite(predicted):
-            return RequestInfo(request_id, "waiting", position, max(0.0, predicted - time.monotonic()))
-        return RequestInfo(request_id, "waiting", position, self._eta(position))
+            return RequestInfo(request_id, "waiting", position, max(0.0, predicted - time.monotonic()), arrival)
+        return RequestInfo(request_id, "waiting", position, self._eta(position), arrival)
+
+    def waiting_arrivals(self) -> list[float]:
+        """``time.monotonic()`` arrival of each waiting request, in admission order (the fleet publishes them)."""
+        with self._cond:
+            return [r.arrival_time for r in [*self.scheduler.waiting(), *self._inbox]]
+
+    def newcomer_wait_s(self) -> float:
+        """How long a request arriving now would wait for a slot: 0 with a slot free and nobody waiting."""
+        if self.num_waiting == 0 and self.num_running < self.config.max_slots:
+            return 0.0
+        return self.retry_after_s()
 
     def is_alive(self) -> bool:
         return self._dead is None and self._thread is not None and self._thread.is_alive()

@@ -27,6 +27,7 @@ from chorus.server.auth import authenticate, check_can_start, keys_required
 from chorus.server.background import canary_loop, install_gauges
 from chorus.server.deps import ServerState
 from chorus.server.errors import ERROR_RESPONSES, install_error_handlers
+from chorus.server.fleet import Fleet
 from chorus.server.observability import OpsMiddleware, ServerMetrics, build_info
 from chorus.server.routes import consents as consent_routes
 from chorus.server.routes import datasets as dataset_routes
@@ -42,6 +43,7 @@ from chorus.store.datasets import DatasetStore
 from chorus.store.fine_tunes import FineTuneStore
 from chorus.store.jobs import JobStore
 from chorus.store.keys import KeyStore
+from chorus.store.replicas import ReplicaStore
 from chorus.store.secrets import shared_secret
 from chorus.store.settings import open_store
 from chorus.store.sql import SqlStore
@@ -190,6 +192,11 @@ def create_app(
             canary = SpeechService(client, voice_service, speech_limits(settings), marking=None, audit=None)
             loop = canary_loop(state, metrics, canary, settings.server.canary_interval_s)
             background.append(asyncio.create_task(loop, name="chorus-canary"))
+        fleet_task: asyncio.Task[None] | None = None
+        if settings.server.fleet_heartbeat_s > 0:
+            beat_s = settings.server.fleet_heartbeat_s
+            state.fleet = Fleet(ReplicaStore(sql), client, beat_s=beat_s, is_draining=lambda: state.is_draining)
+            fleet_task = asyncio.create_task(state.fleet.run(), name="chorus-fleet")
         app.state.chorus = state
         log.info(
             "chorus ready: backend %s, %d slots, %d workers, mode %s",
@@ -207,6 +214,9 @@ def create_app(
             await state.stop_jobs()
             await client.shutdown(drain_timeout_s=settings.server.drain_timeout_s)
             await state.dispatcher.stop()
+            if fleet_task is not None:  # beat through the drain (peers see it), then leave the fleet
+                fleet_task.cancel()
+                await asyncio.gather(fleet_task, return_exceptions=True)
             await asyncio.to_thread(
                 audit.close
             )  # the rows of the last responses are written before the database closes

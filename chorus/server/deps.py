@@ -17,6 +17,7 @@ from chorus.finetune.jobs import FineTuneService
 from chorus.jobs.dispatcher import WebhookDispatcher
 from chorus.jobs.runner import JobRunner
 from chorus.server.auth import Principal
+from chorus.server.fleet import Fleet
 from chorus.server.observability import ServerMetrics
 from chorus.speech import SpeechService
 from chorus.store.jobs import JobStore
@@ -52,6 +53,7 @@ class ServerState:
     fine_tunes: FineTuneService | None = None
     runner: JobRunner | None = None
     dispatcher: WebhookDispatcher | None = None
+    fleet: Fleet | None = None
     is_draining: bool = False
     agent_sessions: int = 0  # voice-agent WebSocket sessions open
 

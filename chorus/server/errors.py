@@ -45,10 +45,12 @@ def error_body(error_type: str, message: str, param: str | None = None, code: st
     return {"error": body}
 
 
-def error_response(err: ChorusError) -> JSONResponse:
+def error_response(err: ChorusError, *, retry_after_s: float | None = None) -> JSONResponse:
+    """The JSON error; a 429's ``Retry-After`` is ``retry_after_s`` when given (the fleet's), else the error's."""
     headers = {}
     if isinstance(err, QueueFullError):
-        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
+        wait = err.retry_after_s if retry_after_s is None else retry_after_s
+        headers["Retry-After"] = str(max(1, math.ceil(wait)))
     if isinstance(err, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
     body = error_body(err.error_type, err.message, err.param, err.code)
@@ -73,9 +75,13 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def chorus_error(_: Request, exc: Exception) -> JSONResponse:
+    async def chorus_error(request: Request, exc: Exception) -> JSONResponse:
         if not isinstance(exc, ChorusError):
             raise exc
+        state = getattr(request.app.state, "chorus", None)
+        fleet = getattr(state, "fleet", None)
+        if isinstance(exc, QueueFullError) and fleet is not None:
+            return error_response(exc, retry_after_s=fleet.retry_after_s(exc.retry_after_s))
         return error_response(exc)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -441,3 +441,21 @@ class FineTuneEventRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     type: Mapped[str] = mapped_column(String(16))
     data_json: Mapped[str] = mapped_column(Text)
+
+
+class ReplicaRow(Base):
+    """One server's latest heartbeat: its slots and waiting queue, for fleet-wide queue positions and Retry-After.
+    Times are epoch seconds from the writer's clock (replicas are assumed NTP-synchronised to well under a beat)."""
+
+    __tablename__ = "replicas"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    draining: Mapped[bool] = mapped_column()
+    max_slots: Mapped[int] = mapped_column(Integer)
+    running: Mapped[int] = mapped_column(Integer)
+    waiting: Mapped[int] = mapped_column(Integer)
+    newcomer_wait_s: Mapped[float] = mapped_column(Float)  # a newcomer's predicted wait for a slot here
+    waiting_since_json: Mapped[str] = mapped_column(Text)  # JSON list: arrival (epoch s) of each waiting request

@@ -28,7 +28,7 @@ def test_fresh_database_is_migrated_at_start_up(backend: Backend) -> None:
     sql.close()
 
     sql, _ = backend.open()
-    assert sql.current_revision() == head_revision() == "0009"
+    assert sql.current_revision() == head_revision() == "0010"
     inspector = inspect(sql.engine)
     assert {
         "tenants",
@@ -57,7 +57,7 @@ def test_second_start_is_a_no_op(backend: Backend) -> None:
 
     sql, blobs = backend.open()  # start-up again: upgrade finds nothing to do
     sql.migrate()
-    assert sql.current_revision() == "0009"
+    assert sql.current_revision() == "0010"
     assert _tenants(sql) == ["default"]  # the seed row was not inserted twice
     assert VoiceStore(sql, blobs).get("default", voice.id) == voice
     sql.close()
@@ -85,7 +85,7 @@ def test_concurrent_start_ups_migrate_once(backend: Backend) -> None:
     assert errors == []
     with stores[0].session() as session:
         assert session.scalar(select(func.count()).select_from(TenantRow)) == 1
-    assert all(s.current_revision() == "0009" for s in stores)
+    assert all(s.current_revision() == "0010" for s in stores)
     for s in stores:
         s.close()
 
@@ -98,7 +98,7 @@ def test_upgrade_from_0001_keeps_voices_and_frees_names_of_pending_rows(backend:
         "default", "Kept", "en", None, b"o", b"p", b"e", duration_s=1, sample_rate=24_000
     )
     sql.migrate()
-    assert sql.current_revision() == "0009"
+    assert sql.current_revision() == "0010"
     store = VoiceStore(sql, blobs)
     assert store.list("default") == [kept]
     with pytest.raises(VoiceExistsError):

@@ -61,4 +61,24 @@ async def request_status(request_id: str, request: Request, state: StateDep) -> 
     info = state.engine.status(request_id)
     if info is None or state.speech.tenant_of_request(request_id) != tenant_of(request):
         raise NotFoundError(f"no waiting or running request {request_id!r}", param="request_id")
-    return {"id": info.request_id, "status": info.status, "queue_position": info.queue_position, "eta_s": info.eta_s}
+    body: dict[str, object] = {
+        "id": info.request_id,
+        "status": info.status,
+        "queue_position": info.queue_position,
+        "eta_s": info.eta_s,
+    }
+    if state.fleet is not None:
+        view = state.fleet.view
+        body |= {"fleet_position": state.fleet.position(info), "fleet_waiting": view.num_waiting}
+        body["fleet_replicas"] = len(view.replicas)
+    return body
+
+
+@authenticated_router.get(
+    "/v1/fleet", summary="The replicas sharing this database: slots, queues, Retry-After (an admin key)"
+)
+async def fleet(request: Request, state: StateDep) -> dict[str, object]:
+    require_admin(request, "/v1/fleet")
+    if state.fleet is None:
+        raise NotFoundError("the fleet heartbeat is off on this server (server.fleet_heartbeat_s: 0)")
+    return state.fleet.describe()

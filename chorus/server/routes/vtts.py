@@ -1,6 +1,6 @@
 """vTTS-compatible routes: ``POST /v1/tts/generate`` (SSE), ``GET /v1/voices``, ``GET /v1/stats``.
 
-SSE events of ``/v1/tts/generate``: ``queued`` {request_id, queue_position, eta_s} while waiting,
+SSE events of ``/v1/tts/generate``: ``queued`` {request_id, queue_position, eta_s, fleet_position} while waiting,
 ``audio`` {request_id, index, audio (base64 of the response format; pcm = s16le mono), sample_rate,
 format, and with ``timestamps: true`` the words whose audio starts in it}, then ``done`` {request_id, chunks,
 audio_seconds, (words)} or ``error`` {error: {type, message, param}}.
@@ -61,9 +61,11 @@ async def _events(state: ServerState, stream: SpeechStream, fmt: str, timed_text
         while not first_task.done():
             info = state.engine.status(rid)
             if info is not None and info.queue_position is not None:
-                yield sse_event(
-                    {"request_id": rid, "queue_position": info.queue_position, "eta_s": info.eta_s}, "queued"
-                )
+                queued: dict[str, object] = {"request_id": rid, "queue_position": info.queue_position}
+                queued["eta_s"] = info.eta_s
+                if state.fleet is not None:
+                    queued["fleet_position"] = state.fleet.position(info)
+                yield sse_event(queued, "queued")
             await asyncio.wait({first_task}, timeout=QUEUE_REPORT_S)
         first = first_task.result()
         clock = word_clock(state, stream, timed_text, first) if timed_text is not None else None
