@@ -87,6 +87,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chorus-args", default="", help='extra flags for "chorus serve", e.g. "--max-slots 32"')
     p.add_argument("--no-skip", action="store_true", help="measure every N even after a system saturates")
     p.add_argument(
+        "--cost",
+        action="store_true",
+        help="no load test: turn measured throughput (--results) into $ per 1M characters for --prices",
+    )
+    p.add_argument("--prices", help="with --cost: YAML of machine kind -> $/hour and API $/1M chars")
+    p.add_argument("--results", default="bench/results/latest.json", help="with --cost: the bench results to price")
+    p.add_argument(
         "--overload",
         type=_factors,
         default=[1.25, 1.5],
@@ -222,6 +229,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.cost:
+        from chorus.bench.cost import run_cost
+
+        return run_cost(args)
     cfg = _settings(args)
     started = dt.datetime.now().astimezone()
     stamp = started.strftime("%Y%m%d-%H%M%S")
