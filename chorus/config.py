@@ -113,6 +113,9 @@ class ServerConfig(_Section):
     # Replicas sharing one database publish their queues this often (GET /v1/fleet, fleet-wide queue positions,
     # Retry-After from the whole fleet); a replica silent for 3 beats is taken for dead (0 = off).
     fleet_heartbeat_s: float = Field(default=2.0, ge=0, le=60)
+    # /metrics alone, without a key, on this port of server.host (for Prometheus; let only it reach the port).
+    # null = /metrics only on the API port (an admin key where keys are required).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
 
 class AuthConfig(_Section):

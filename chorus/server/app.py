@@ -28,6 +28,7 @@ from chorus.server.background import canary_loop, install_gauges
 from chorus.server.deps import ServerState
 from chorus.server.errors import ERROR_RESPONSES, install_error_handlers
 from chorus.server.fleet import Fleet
+from chorus.server.metrics_port import MetricsListener
 from chorus.server.observability import OpsMiddleware, ServerMetrics, build_info
 from chorus.server.routes import consents as consent_routes
 from chorus.server.routes import datasets as dataset_routes
@@ -197,6 +198,10 @@ def create_app(
             beat_s = settings.server.fleet_heartbeat_s
             state.fleet = Fleet(ReplicaStore(sql), client, beat_s=beat_s, is_draining=lambda: state.is_draining)
             fleet_task = asyncio.create_task(state.fleet.run(), name="chorus-fleet")
+        listener: MetricsListener | None = None
+        if settings.server.metrics_port is not None:
+            listener = MetricsListener(metrics, settings.server.host, settings.server.metrics_port)
+            listener.start()
         app.state.chorus = state
         log.info(
             "chorus ready: backend %s, %d slots, %d workers, mode %s",
@@ -214,6 +219,8 @@ def create_app(
             await state.stop_jobs()
             await client.shutdown(drain_timeout_s=settings.server.drain_timeout_s)
             await state.dispatcher.stop()
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
             if fleet_task is not None:  # beat through the drain (peers see it), then leave the fleet
                 fleet_task.cancel()
                 await asyncio.gather(fleet_task, return_exceptions=True)

@@ -212,3 +212,22 @@ def test_a_keys_concurrency_limit_is_429_with_retry_after(keyed: tuple[Server, P
             pass
     again = httpx.post(f"{server.url}/v1/audio/speech", json=body | {"input": "Hi."}, headers=limited, timeout=60)
     assert again.status_code == 200
+
+
+def test_the_metrics_port_serves_prometheus_without_a_key_and_nothing_else(tmp_path: Path) -> None:
+    """Where keys are required, /metrics on the API port needs an admin key; server.metrics_port serves it keyless
+    for a scraper (and only it: every other path there is 404, the API stays behind keys)."""
+    config = tmp_path / "cli.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data")}))
+    create_key(config, "tenant-a")
+    port = free_port()
+    settings = {"data_dir": str(tmp_path / "data"), "auth": {"mode": "required"}, "server": {"metrics_port": port}}
+    server = start_server(tmp_path, settings)
+    try:
+        assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+        assert "chorus_queue_depth 0.0" in scraped.text and "chorus_ready 1.0" in scraped.text
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/audio/voices", timeout=10).status_code == 404
+    finally:
+        stop_server(server)
