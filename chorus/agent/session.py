@@ -24,8 +24,9 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -33,10 +34,12 @@ from chorus.agent.joiner import SeamJoiner
 from chorus.agent.outbox import Frame, Outbox, Utterance
 from chorus.agent.protocol import SessionSettings, TextAppend, apply_update, parse_message
 from chorus.agent.segmenter import SegmenterConfig, TextSegmenter
+from chorus.audit import SynthesisReceipt
 from chorus.config import RealtimeConfig
+from chorus.engine.request import RequestOutput
 from chorus.errors import ChorusError, InvalidRequestError, QueueFullError
 from chorus.server.auth import Principal
-from chorus.speech import SpeechOrder, SpeechService, SpeechStream, synthesis_params
+from chorus.speech import SpeechOrder, VoiceResolver, synthesis_params
 from chorus.timestamps import WordTimer, spread_words
 
 log = logging.getLogger(__name__)
@@ -56,9 +59,30 @@ class End:
 Item = Segment | End
 
 
+class SegmentStream(Protocol):
+    """One segment's outputs as a session reads them: a :class:`chorus.speech.SpeechStream`, or its remote twin."""
+
+    receipt: SynthesisReceipt
+    audio_seconds: float
+
+    def __aiter__(self) -> AsyncIterator[RequestOutput]: ...
+
+    def abort(self) -> None: ...
+
+
+class SpeechSource(Protocol):
+    """Where a session's segments are spoken: the process's :class:`chorus.speech.SpeechService` in chorus serve,
+    engine replicas behind the Ray Serve ingress (:mod:`chorus.deploy.ray_app`)."""
+
+    @property
+    def voices(self) -> VoiceResolver: ...
+
+    async def open(self, order: SpeechOrder) -> SegmentStream: ...
+
+
 @dataclass
 class SessionContext:
-    speech: SpeechService
+    speech: SpeechSource
     principal: Principal
     config: RealtimeConfig
     default_sample_rate: int
@@ -71,7 +95,7 @@ class SessionContext:
 @dataclass
 class _Opened:
     item: Item
-    stream: SpeechStream | None = None
+    stream: SegmentStream | None = None
     error: ChorusError | None = None
 
 
@@ -102,7 +126,7 @@ class AgentSession:
         self._joiner = SeamJoiner(ctx.overlap)
         self._utterance: Utterance | None = None  # the one taking text now
         self._playing: Utterance | None = None  # the one whose audio goes out now
-        self._playing_stream: SpeechStream | None = None
+        self._playing_stream: SegmentStream | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.last_activity = time.monotonic()
 
@@ -357,7 +381,7 @@ class AgentSession:
             await self._play(item, opened.stream)
             last = item
 
-    async def _play(self, segment: Segment, stream: SpeechStream) -> None:
+    async def _play(self, segment: Segment, stream: SegmentStream) -> None:
         utterance = segment.utterance
         self._playing_stream = stream
         wanted, phonemes = utterance.settings.timestamps, self.ctx.word_phonemes
@@ -417,7 +441,7 @@ class AgentSession:
         await self._changed.wait()
 
 
-def _abandon(stream: SpeechStream) -> None:
+def _abandon(stream: SegmentStream) -> None:
     stream.abort()
     stream.receipt.audio_seconds = stream.audio_seconds
     stream.receipt.seal("cancelled")

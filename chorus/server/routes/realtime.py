@@ -10,16 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Protocol
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from chorus.agent.outbox import Frame
 from chorus.agent.session import AgentSession, SessionContext
+from chorus.config import Settings
 from chorus.errors import ChorusError, EngineDeadError, InvalidRequestError, QueueFullError
-from chorus.server.auth import principal_for
+from chorus.server.auth import Principal, principal_for
 from chorus.server.deps import ServerState
 from chorus.server.errors import error_body
+from chorus.server.observability import ServerMetrics
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["realtime"])
@@ -31,9 +36,39 @@ CLOSE_TRY_AGAIN = 1013  # too many sessions / draining
 CLOSE_GRACE_S = 60.0  # session.close: at most this long to speak what is buffered
 
 
+class SessionHost(Protocol):
+    """What the session loop needs of the process holding it (``ServerState``; the Ray Serve ingress's own)."""
+
+    settings: Settings
+    metrics: ServerMetrics
+    is_draining: bool
+    agent_sessions: int
+
+
 @router.websocket("/v1/audio/speech/stream")
 async def speech_stream(websocket: WebSocket) -> None:
     state: ServerState = websocket.app.state.chorus
+    await serve_session(websocket, state, partial(session_context, state))
+
+
+def session_context(state: ServerState, principal: Principal) -> SessionContext:
+    backend = state.engine.backend
+    return SessionContext(
+        speech=state.speech,
+        principal=principal,
+        config=state.settings.realtime,
+        default_sample_rate=state.settings.server.output_sample_rate,
+        max_input_chars=state.settings.server.max_input_chars,
+        engine_rate=backend.sample_rate,
+        overlap=round(state.engine.engine.config.crossfade_s * backend.sample_rate),
+        word_phonemes=getattr(backend, "word_phonemes", None),
+    )
+
+
+async def serve_session(
+    websocket: WebSocket, state: SessionHost, context: Callable[[Principal], SessionContext]
+) -> None:
+    """One session, from the upgrade to the close frame; ``context`` says where its segments are spoken."""
     await websocket.accept()
     try:
         principal = await principal_for(websocket, query_key=True)
@@ -45,18 +80,7 @@ async def speech_stream(websocket: WebSocket) -> None:
         code = CLOSE_POLICY if e.status_code in (401, 403) else CLOSE_TRY_AGAIN
         await _refuse(websocket, e, code)
         return
-    backend = state.engine.backend
-    word_phonemes = getattr(backend, "word_phonemes", None)
-    ctx = SessionContext(
-        speech=state.speech,
-        principal=principal,
-        config=state.settings.realtime,
-        default_sample_rate=state.settings.server.output_sample_rate,
-        max_input_chars=state.settings.server.max_input_chars,
-        engine_rate=backend.sample_rate,
-        overlap=round(state.engine.engine.config.crossfade_s * backend.sample_rate),
-        word_phonemes=word_phonemes,
-    )
+    ctx = context(principal)
 
     async def send(frame: Frame) -> None:
         if isinstance(frame, bytes):

@@ -1,0 +1,1 @@
+"""Running chorus on the engines people already operate: Ray Serve (chorus.deploy.ray_app)."""
