@@ -15,7 +15,11 @@ bash scripts/install_bench_voices.sh > /dev/null
 # Debian's Chromium and Playwright: the web playground's browser tests (tests/e2e/test_playground.py).
 bash scripts/install_browser.sh > /dev/null
 
-python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# .[ray]: Ray Serve, for tests/deploy/test_ray.py (chorus.deploy.ray_app on a local Ray).
+python -m pip install --quiet --disable-pip-version-check -e ".[test,ray]"
+# Deploy linters and validators (checkov, hadolint, kubernetes-validate) in a virtualenv of their own: checkov's
+# pins would clash with the project's. tests/deploy runs them over deploy/, the Dockerfiles and the Terraform.
+bash scripts/install_deploy_tools.sh > /dev/null
 # The Qwen3-TTS backend's stack (CPU torch from the local wheel, transformers, qwen-tts without its extras):
 # its tests build tiny random models and run everywhere.
 bash scripts/install_qwen.sh > /dev/null
