@@ -8,15 +8,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 import yaml
 
 STARTUP_TIMEOUT_S = 60
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -104,3 +106,14 @@ LONG_TEXT = " ".join(
     ]
     * 12
 )
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0, every_s: float = 0.05) -> T:
+    """Poll ``check`` until it returns something truthy (returned), or fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

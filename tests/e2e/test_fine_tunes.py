@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ pytest.importorskip("torch", reason="the qwen extra is not installed (scripts/in
 pytest.importorskip("peft", reason="the qwen extra is not installed (scripts/install_qwen.sh)")
 
 from chorus.testing.qwen3_tiny import build_tiny_model
-from tests.e2e.conftest import Server, start_server, stop_server
+from tests.e2e.conftest import Server, start_server, stop_server, wait_for
 from tests.e2e.consent_flow import give_consent
 from tests.e2e.test_datasets import dataset
 from tests.finetune.test_dataset_archive import zipped
@@ -90,16 +89,6 @@ def events(site: Site, job: str) -> list[dict[str, Any]]:
     return data
 
 
-def wait_for(check: Any, what: str, timeout: float = 240.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_preempted_fine_tune_resumes_and_its_voice_speaks(site: Site) -> None:
     ds = site.new_dataset()
     body = {"dataset": ds, "name": "slt-tuned", "steps": STEPS, "rank": 2, "alpha": 4, "batch_size": 2}
@@ -115,7 +104,7 @@ def test_a_preempted_fine_tune_resumes_and_its_voice_speaks(site: Site) -> None:
 
     # A worker starts; SIGTERM (a spot reclaim notice) after a few steps: it checkpoints, gives the job back, exits 0.
     first = site.worker()
-    wait_for(lambda: any(e.get("step", 0) >= 7 for e in events(site, job["id"])), "7 steps")
+    wait_for(lambda: any(e.get("step", 0) >= 7 for e in events(site, job["id"])), "7 steps", timeout=240.0)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 0, (site.root / "worker.log").read_text()
     paused = site.get(f"/v1/fine_tunes/{job['id']}")

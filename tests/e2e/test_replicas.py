@@ -19,7 +19,7 @@ from sqlalchemy import select
 from chorus.store.jobs import JobStore
 from chorus.store.settings import StoreConfig, open_store
 from chorus.store.tables import JobItemRow
-from tests.e2e.conftest import Server, start_server, stop_server
+from tests.e2e.conftest import Server, start_server, stop_server, wait_for
 from tests.e2e.consent_flow import create_voice, give_consent, reference
 from tests.e2e.test_jobs import LINES, items, wait_job
 from tests.store.fixtures import make_backend
@@ -69,16 +69,6 @@ def open_stream(url: str, text: str = LONG_TEXT, request_id: str | None = None) 
     return stream
 
 
-def until(check: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not met in {timeout_s} s")
-
-
 def fleet(url: str) -> dict[str, Any]:
     body: dict[str, Any] = httpx.get(f"{url}/v1/fleet", timeout=10).json()
     return body
@@ -115,7 +105,7 @@ def test_replicas_share_voices_consents_and_jobs_and_a_kill_loses_only_its_strea
     replicas: Callable[..., Server], shared_store: dict[str, Any], tmp_path: Path
 ) -> None:
     a, b = replicas("a"), replicas("b")
-    until(lambda: fleet(b.url)["num_replicas"] == 2, 10, "both replicas in the fleet")
+    wait_for(lambda: fleet(b.url)["num_replicas"] == 2, "both replicas in the fleet", 10)
 
     # A consent and a cloned voice made on one replica are there on the other, and it speaks with the voice.
     consent = give_consent(a.url)
@@ -144,7 +134,7 @@ def test_replicas_share_voices_consents_and_jobs_and_a_kill_loses_only_its_strea
                 ).all()
             return any(o is not None and f":{a.process.pid}:" in o for o in owners)
 
-        until(a_holds_an_item, 60, "replica A running one of the job's items")
+        wait_for(a_holds_an_item, "replica A running one of the job's items", 60)
         on_a, on_b = open_stream(a.url), open_stream(b.url)
         assert on_a.started.wait(60) and on_b.started.wait(60)
         assert on_a.status == 200 and on_b.status == 200
@@ -162,7 +152,7 @@ def test_replicas_share_voices_consents_and_jobs_and_a_kill_loses_only_its_strea
         assert len(set(keys)) == len(texts) and all(blobs.exists(str(k)) for k in keys)  # one result per item
     finally:
         sql.close()
-    view = until(lambda: (f := fleet(b.url))["num_replicas"] == 1 and f, 10, "the killed replica leaving the fleet")
+    view = wait_for(lambda: (f := fleet(b.url))["num_replicas"] == 1 and f, "the killed replica leaving the fleet", 10)
     assert view["replicas"][0]["is_self"]
 
 
@@ -171,12 +161,14 @@ def test_queue_positions_and_retry_after_span_the_fleet(replicas: Callable[..., 
     by a full A while B has room is told to come back in 1 s, not after A's own backlog."""
     settings = {"worker": {"max_slots": 1}, "server": {"queue_limit": 1, "max_queue_wait_s": 600}}
     a, b = replicas("a", **settings), replicas("b", **settings)
-    until(lambda: fleet(a.url)["num_replicas"] == 2, 10, "both replicas in the fleet")
+    wait_for(lambda: fleet(a.url)["num_replicas"] == 2, "both replicas in the fleet", 10)
     streams = [open_stream(a.url), open_stream(b.url)]  # one running on each
     try:
         assert all(s.started.wait(60) and s.status == 200 for s in streams)
         streams.append(open_stream(b.url, request_id="req-b-waiting"))
-        until(lambda: httpx.get(f"{b.url}/v1/requests/req-b-waiting", timeout=10).status_code == 200, 10)
+        wait_for(
+            lambda: httpx.get(f"{b.url}/v1/requests/req-b-waiting", timeout=10).status_code == 200, "B's waiter", 10
+        )
         time.sleep(0.05)
         streams.append(open_stream(a.url, request_id="req-a-waiting"))
 
@@ -185,7 +177,7 @@ def test_queue_positions_and_retry_after_span_the_fleet(replicas: Callable[..., 
             body: dict[str, Any] = r.json()
             return body if r.status_code == 200 and body.get("fleet_waiting") == 2 else None
 
-        status = until(standing, 15, "A to see both waiting requests")
+        status = wait_for(standing, "A to see both waiting requests", 15)
         assert status["status"] == "waiting" and status["queue_position"] == 0
         assert status["fleet_position"] == 1 and status["fleet_replicas"] == 2  # B's waiter arrived first
 
@@ -196,14 +188,14 @@ def test_queue_positions_and_retry_after_span_the_fleet(replicas: Callable[..., 
         on_b = streams[1:3]
         for s in on_b:
             s.stop.set()
-        until(lambda: all(s.done.is_set() for s in on_b), 30, "B's callers to leave")
+        wait_for(lambda: all(s.done.is_set() for s in on_b), "B's callers to leave", 30)
 
         def b_idle() -> dict[str, Any] | None:
             view = fleet(a.url)
             peer = next(r for r in view["replicas"] if not r["is_self"])
             return view if peer["running"] == 0 and peer["waiting"] == 0 else None
 
-        view = until(b_idle, 15, "A to see B idle")
+        view = wait_for(b_idle, "A to see B idle", 15)
         own = next(r for r in view["replicas"] if r["is_self"])
         assert own["newcomer_wait_s"] > 2  # A alone would say: come back after a long wait
         refused = httpx.post(f"{a.url}/v1/audio/speech", json=streams[0].body, timeout=30)
