@@ -35,7 +35,7 @@ from chorus.agent.outbox import Frame, Outbox, Utterance
 from chorus.agent.protocol import SessionSettings, TextAppend, apply_update, parse_message
 from chorus.agent.segmenter import SegmenterConfig, TextSegmenter
 from chorus.audit import SynthesisReceipt
-from chorus.config import RealtimeConfig
+from chorus.config import RealtimeConfig, Settings
 from chorus.engine.request import RequestOutput
 from chorus.errors import ChorusError, InvalidRequestError, QueueFullError
 from chorus.server.auth import Principal
@@ -90,6 +90,29 @@ class SessionContext:
     engine_rate: int
     overlap: int  # crossfade samples at a seam (the engine's crossfade)
     word_phonemes: Callable[[str], list[str]] | None = None  # None: timestamps are spread (approximate)
+
+    @classmethod
+    def of(
+        cls,
+        settings: Settings,
+        speech: SpeechSource,
+        principal: Principal,
+        *,
+        engine_rate: int,
+        overlap: int,
+        word_phonemes: Callable[[str], list[str]] | None = None,
+    ) -> SessionContext:
+        """A session's context: its limits from ``settings``, its engine's rate and seam from the caller."""
+        return cls(
+            speech=speech,
+            principal=principal,
+            config=settings.realtime,
+            default_sample_rate=settings.server.output_sample_rate,
+            max_input_chars=settings.server.max_input_chars,
+            engine_rate=engine_rate,
+            overlap=overlap,
+            word_phonemes=word_phonemes,
+        )
 
 
 @dataclass

@@ -303,15 +303,9 @@ async def speech_stream(websocket: WebSocket) -> None:
 
 
 def _context(state: IngressState, info: EngineInfo, catalog: VoiceCatalog, principal: Principal) -> SessionContext:
-    return SessionContext(
-        speech=RemoteSpeech(state, catalog),
-        principal=principal,
-        config=state.settings.realtime,
-        default_sample_rate=state.settings.server.output_sample_rate,
-        max_input_chars=state.settings.server.max_input_chars,
-        engine_rate=info.sample_rate,
-        overlap=info.overlap,
-        word_phonemes=None,  # the backend is on the replicas: word times are spread over a segment's audio
+    # No word_phonemes: the backend is on the replicas, so word times are spread over a segment's audio.
+    return SessionContext.of(
+        state.settings, RemoteSpeech(state, catalog), principal, engine_rate=info.sample_rate, overlap=info.overlap
     )
 
 

@@ -147,7 +147,7 @@ class Fleet:
             "num_replicas": len(view.replicas),
             "num_running": view.num_running,
             "num_waiting": view.num_waiting,
-            "retry_after_s": round(self.retry_after_s(self.engine.engine.newcomer_wait_s()), 3),
+            "retry_after_s": round(self.retry_after_s(view.replicas[0].newcomer_wait_s), 3),
             "replicas": [
                 {
                     "id": r.replica_id,

@@ -53,12 +53,10 @@ async def speech_stream(websocket: WebSocket) -> None:
 
 def session_context(state: ServerState, principal: Principal) -> SessionContext:
     backend = state.engine.backend
-    return SessionContext(
-        speech=state.speech,
-        principal=principal,
-        config=state.settings.realtime,
-        default_sample_rate=state.settings.server.output_sample_rate,
-        max_input_chars=state.settings.server.max_input_chars,
+    return SessionContext.of(
+        state.settings,
+        state.speech,
+        principal,
         engine_rate=backend.sample_rate,
         overlap=round(state.engine.engine.config.crossfade_s * backend.sample_rate),
         word_phonemes=getattr(backend, "word_phonemes", None),
