@@ -195,7 +195,9 @@ class SpeechService:
         """Check, resolve the voice, prepare and queue off the event loop; return the stream at once. 4xx, 429
         and 503 errors raise here, before any audio. Wait limits count from here, preparation included."""
         received = time.monotonic()
-        release = self._admit(order)
+        release = self._admit(order, received)
+        preparing = self.engine.preparing
+        ticket = preparing.enter(order.priority, len(order.text))  # those arriving later queue behind it
         try:
             voice_id = self.voices.builtin_id(order.voice)
             if voice_id is None:  # a cloned voice: a store lookup, and its model loaded once per process
@@ -204,10 +206,16 @@ class SpeechService:
             if self.limits.log_text:
                 log.info("speech %s: %r", inp.request_id, order.text)
             # Phonemization / tokenization is CPU work: off the event loop, and off the engine loop; a few at a
-            # time, each first asking again whether it can still start in time (a flood's late callers get their
-            # 429 at once, not after everyone ahead of them was phonemized).
+            # time, each first asking again whether it can still start in time, behind those still being prepared
+            # ahead of it (a flood's late callers get their 429 at once, not after everyone ahead was phonemized).
             async with self._preparing():
-                self.engine.check_queue(order.priority, self._timeout(order), order.plays_at)
+                self.engine.check_queue(
+                    order.priority,
+                    self._timeout(order),
+                    order.plays_at,
+                    arrival=received,
+                    ticket=ticket,
+                )
                 prepared = await asyncio.to_thread(self._prepare, inp)
             receipt = SynthesisReceipt(
                 self.audit,
@@ -226,13 +234,15 @@ class SpeechService:
         except BaseException:  # refused, failed or cancelled (the client left) before it was queued
             release()
             raise
+        finally:
+            preparing.leave(ticket)
         return stream
 
     def stream(self, order: SpeechOrder) -> Iterator[RequestOutput]:
         """The same for a thread: yield outputs as the engine makes them; raise the request's typed error on
         failure; stopping early frees the slot."""
         received = time.monotonic()
-        release = self._admit(order)
+        release = self._admit(order, received)
         try:
             inp = self._input(order, self.voices.resolve(order.tenant_id, order.voice))
             prepared = self._prepare(inp)
@@ -264,7 +274,7 @@ class SpeechService:
             return None
         return self.marking.marker(order.tenant_id, self.engine.backend.sample_rate)
 
-    def _admit(self, order: SpeechOrder) -> Callable[[], None]:
+    def _admit(self, order: SpeechOrder, received: float) -> Callable[[], None]:
         """Check the text, then (before any work) the key's own limit and the shared queue. The request counts
         against its key from here on, so two at once cannot both pass a limit; returns the (idempotent) release."""
         limit, param = self.limits.max_input_chars, order.text_param
@@ -275,7 +285,7 @@ class SpeechService:
         key = order.key_id
         timeout = self._timeout(order)
         if key is None:
-            self.engine.check_queue(order.priority, timeout, order.plays_at)
+            self.engine.check_queue(order.priority, timeout, order.plays_at, arrival=received)
             return lambda: None
         with self._lock:
             busy = self._in_flight[key]
@@ -299,7 +309,7 @@ class SpeechService:
                     del self._in_flight[key]
 
         try:
-            self.engine.check_queue(order.priority, timeout, order.plays_at)
+            self.engine.check_queue(order.priority, timeout, order.plays_at, arrival=received)
         except BaseException:
             release()
             raise

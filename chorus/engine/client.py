@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import threading
 import uuid
 from collections.abc import AsyncIterator
 
@@ -58,6 +60,39 @@ class ResponseStream:
             self.engine.abort(self.request_id)
 
 
+class Preparing:
+    """Requests checked but not queued yet (being prepared, or waiting their turn to be): whoever arrives later
+    queues behind them, so admission counts their text (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tickets = itertools.count()
+        self._entries: dict[int, tuple[int, int]] = {}  # ticket -> (priority, characters)
+
+    def enter(self, priority: int, chars: int) -> int:
+        with self._lock:
+            ticket = next(self._tickets)
+            self._entries[ticket] = (priority, chars)
+            return ticket
+
+    def leave(self, ticket: int) -> None:
+        with self._lock:
+            self._entries.pop(ticket, None)
+
+    def chars_ahead(self, priority: int, ticket: int | None = None) -> int:
+        """Characters of the requests a newcomer of ``priority`` queues behind: those of no lower priority that
+        entered before ``ticket`` (all of them when it has none yet)."""
+        with self._lock:
+            return sum(
+                chars
+                for t, (prio, chars) in self._entries.items()
+                if prio >= priority and (ticket is None or t < ticket)
+            )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class AsyncEngine:
     """The engine as the rest of the program sees it: queue a prepared request, abort one, read its state.
     Building requests is :class:`chorus.speech.SpeechService`'s job; nothing outside the engine package reaches
@@ -65,6 +100,7 @@ class AsyncEngine:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.preparing = Preparing()
 
     def start(self) -> None:
         self.engine.start()
@@ -75,13 +111,25 @@ class AsyncEngine:
     def close(self) -> None:
         self.engine.shutdown()
 
-    def check_queue(self, priority: int = 0, timeout_s: float | None = None, plays_at: float | None = None) -> None:
-        """429 when the waiting queue is full, or when the latest refusals show this newcomer could not start
-        within its wait limit: callers ask before doing any work for a request."""
+    def check_queue(
+        self,
+        priority: int = 0,
+        timeout_s: float | None = None,
+        plays_at: float | None = None,
+        *,
+        arrival: float | None = None,
+        ticket: int | None = None,
+    ) -> None:
+        """429 when the waiting queue is full, or when the latest forecast shows this newcomer (arrived at
+        ``arrival``, and behind the requests being prepared before its ``ticket``) could not start within its
+        wait limit: callers ask before doing any work for a request."""
         if self.is_queue_full:
             raise QueueFullError("the waiting queue is full", retry_after_s=self.engine.retry_after_s())
         forecast = self.engine.forecast
-        refusal = forecast.early_refusal(priority, timeout_s, plays_at) if forecast is not None else None
+        if forecast is None:
+            return
+        ahead = self.preparing.chars_ahead(priority, ticket)
+        refusal = forecast.early_refusal(priority, timeout_s, plays_at, arrival=arrival, chars_ahead=ahead)
         if refusal is not None:
             raise refusal
 

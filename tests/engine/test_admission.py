@@ -17,6 +17,7 @@ from chorus.engine.admission import (
     fits,
     jobs_of,
 )
+from chorus.engine.client import Preparing
 from chorus.engine.cpuload import MAX_OVERHEAD, CpuLoad, machine_busy_s
 from chorus.engine.engine import Engine
 from chorus.engine.request import RequestStatus
@@ -320,3 +321,46 @@ def test_a_request_within_its_limit_waits_with_an_eta_then_runs() -> None:
     assert actual > 1.0  # it did wait for the first request
     assert abs(actual - predicted) < 1.0, (actual, predicted)
     assert sent <= req.arrival_time
+
+
+def test_behind_a_queue_each_character_being_prepared_ahead_adds_to_a_newcomers_wait() -> None:
+    engine, _ = _saturating_engine(max_queue_wait_s=20.0)
+    forecast = engine.forecast
+    assert forecast is not None
+    engine.start()
+    try:
+        _, first = submit(engine, " ".join(["word"] * 20), "first")  # 2 s of compute on the only worker
+        deadline = time.monotonic() + 5
+        while not first.outputs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        nobody_waits = forecast.early_refusal(0, None, chars_ahead=10_000)
+        submit(engine, " ".join(["word"] * 10), "second")  # waits for the first: the queue has a tail now
+        time.sleep(0.3)
+        now = time.monotonic()
+        behind_nobody = forecast.early_refusal(0, None)
+        crowd = forecast.early_refusal(0, None, chars_ahead=2_000)  # ~40 s of these words' compute
+        late = forecast.early_refusal(0, None, arrival=now - 19.5)  # it already waited 19.5 s of its 20
+        urgent = forecast.early_refusal(5, None, arrival=now - 19.5)  # jumps the queue: only the crowd counts
+        wait_final([first])
+    finally:
+        engine.shutdown()
+    assert nobody_waits is None  # an idle queue says nothing about a crowd: the engine's own pass decides
+    assert behind_nobody is None  # the tail (~3 s) is within 20 s
+    assert isinstance(crowd, QueueFullError) and crowd.status_code == 429
+    assert 30.0 < crowd.retry_after_s < 80.0  # the tail plus 2,000 characters at ~0.02 s each
+    assert isinstance(late, QueueFullError) and 1.0 < late.retry_after_s < 5.0  # the tail: about when it starts
+    assert urgent is None
+
+
+def test_a_newcomer_queues_behind_those_being_prepared_before_it_of_no_lower_priority() -> None:
+    preparing = Preparing()
+    a = preparing.enter(0, 100)
+    b = preparing.enter(5, 40)
+    c = preparing.enter(-1, 7)
+    assert preparing.chars_ahead(0) == 140  # not yet in line: behind everyone of priority >= 0
+    assert preparing.chars_ahead(0, ticket=c) == 140 and preparing.chars_ahead(-1, ticket=c) == 140
+    assert preparing.chars_ahead(0, ticket=b) == 100 and preparing.chars_ahead(5, ticket=b) == 0
+    assert preparing.chars_ahead(5, ticket=a) == 0
+    preparing.leave(a)
+    preparing.leave(a)  # idempotent
+    assert preparing.chars_ahead(-1) == 47 and len(preparing) == 2
