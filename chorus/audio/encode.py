@@ -15,6 +15,7 @@ import numpy as np
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 RESPONSE_FORMATS: tuple[ResponseFormat, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+RAW_FORMATS = frozenset({"wav", "pcm"})  # samples as they are: encoding them is a copy
 
 MEDIA_TYPES: dict[str, str] = {
     "mp3": "audio/mpeg",

@@ -3,8 +3,9 @@
 Live traffic first: a worker takes a new item only while no live request waits for a slot, and runs at most
 ``jobs.concurrency`` items at once, each as an ordinary stream at priority -100 (admission control still plans
 it, so a running item never makes a live stream stutter; what it costs live first-audio times is measured by
-``chorus bench-jobs``). While it works it renews the item's lease; if the lease is lost (the job was cancelled,
-or this worker stalled past it and another took over) it stops at once and its result is discarded.
+``chorus bench-jobs``; its audio is encoded off the event loop, as every compressed response is). While it works
+it renews the item's lease; if the lease is lost (the job was cancelled, or this worker stalled past it and another
+took over) it stops at once and its result is discarded.
 
 On shutdown a worker gives its items back (``release_owner``) so another replica takes them without waiting
 for the leases to expire; after a SIGKILL they expire and are taken all the same.

@@ -46,6 +46,9 @@ def _session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
     # One intra-op thread per run: parallelism comes from running slots on several threads at once,
     # which beat one run with two threads on 2 cores (see the note on issue #3). Other session options
     # (optimisation levels, arena, memory pattern, denormals, spinning) measured no different (issue #9).
+    # ORT's own memory arena stays on: without it glibc's per-thread heaps fragmented (+65 MB of RSS per 1,500
+    # requests), and trimming them (malloc_trim) took 65-85 ms with the heap locked, long enough to make live
+    # streams run dry (issue #11's note).
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
