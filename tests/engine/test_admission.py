@@ -20,10 +20,11 @@ from chorus.engine.admission import (
 from chorus.engine.client import Preparing
 from chorus.engine.cpuload import MAX_OVERHEAD, CpuLoad, machine_busy_s
 from chorus.engine.engine import Engine
+from chorus.engine.forecast import Forecast
 from chorus.engine.request import RequestStatus
 from chorus.errors import QueueFullError
 from chorus.models.base import Window
-from tests.engine.helpers import make_engine, submit, wait_final
+from tests.engine.helpers import Collector, make_engine, submit, wait_final
 from tests.fakes import FakePlannerBackend
 
 
@@ -246,14 +247,21 @@ def _saturating_engine(max_queue_wait_s: float) -> tuple[Engine, FakePlannerBack
     return engine, backend
 
 
-def test_a_request_that_would_wait_past_its_limit_is_refused_at_once() -> None:
-    engine, _ = _saturating_engine(max_queue_wait_s=0.5)
+def _busy_engine(max_queue_wait_s: float) -> tuple[Engine, Forecast, Collector]:
+    """A started saturating engine whose only worker plays a 2 s request (``first``), its first audio out."""
+    engine, _ = _saturating_engine(max_queue_wait_s)
+    assert engine.forecast is not None
     engine.start()
+    _, first = submit(engine, " ".join(["word"] * 20), "first")  # 2 s of compute on the only worker
+    deadline = time.monotonic() + 5
+    while not first.outputs and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return engine, engine.forecast, first
+
+
+def test_a_request_that_would_wait_past_its_limit_is_refused_at_once() -> None:
+    engine, _, first = _busy_engine(max_queue_wait_s=0.5)
     try:
-        _, first = submit(engine, " ".join(["word"] * 20), "first")  # 2 s of audio, 2 s of compute
-        deadline = time.monotonic() + 5
-        while not first.outputs and time.monotonic() < deadline:
-            time.sleep(0.01)
         sent = time.monotonic()
         _, second = submit(engine, "two words", "second")
         wait_final([second])
@@ -270,15 +278,8 @@ def test_a_request_that_would_wait_past_its_limit_is_refused_at_once() -> None:
 
 
 def test_after_a_refusal_later_newcomers_are_refused_before_any_work() -> None:
-    engine, _ = _saturating_engine(max_queue_wait_s=0.5)
-    forecast = engine.forecast
-    assert forecast is not None
-    engine.start()
+    engine, forecast, first = _busy_engine(max_queue_wait_s=0.5)
     try:
-        _, first = submit(engine, " ".join(["word"] * 20), "first")  # 2 s of compute on the only worker
-        deadline = time.monotonic() + 5
-        while not first.outputs and time.monotonic() < deadline:
-            time.sleep(0.01)
         assert forecast.early_refusal(0, None) is None  # nobody was refused yet: a newcomer gets a prediction
         _, second = submit(engine, "two words", "second")
         wait_final([second])
@@ -298,13 +299,8 @@ def test_after_a_refusal_later_newcomers_are_refused_before_any_work() -> None:
 
 
 def test_a_request_within_its_limit_waits_with_an_eta_then_runs() -> None:
-    engine, _ = _saturating_engine(max_queue_wait_s=20.0)
-    engine.start()
+    engine, _, first = _busy_engine(max_queue_wait_s=20.0)
     try:
-        _, first = submit(engine, " ".join(["word"] * 20), "first")
-        deadline = time.monotonic() + 5
-        while not first.outputs and time.monotonic() < deadline:
-            time.sleep(0.01)
         sent = time.monotonic()
         req, second = submit(engine, "two words", "second")
         time.sleep(0.3)
@@ -324,15 +320,8 @@ def test_a_request_within_its_limit_waits_with_an_eta_then_runs() -> None:
 
 
 def test_behind_a_queue_each_character_being_prepared_ahead_adds_to_a_newcomers_wait() -> None:
-    engine, _ = _saturating_engine(max_queue_wait_s=20.0)
-    forecast = engine.forecast
-    assert forecast is not None
-    engine.start()
+    engine, forecast, first = _busy_engine(max_queue_wait_s=20.0)
     try:
-        _, first = submit(engine, " ".join(["word"] * 20), "first")  # 2 s of compute on the only worker
-        deadline = time.monotonic() + 5
-        while not first.outputs and time.monotonic() < deadline:
-            time.sleep(0.01)
         nobody_waits = forecast.early_refusal(0, None, chars_ahead=10_000)
         submit(engine, " ".join(["word"] * 10), "second")  # waits for the first: the queue has a tail now
         time.sleep(0.3)
