@@ -338,7 +338,7 @@ class PlannedAdmission:
     def predict_first_audio(
         self,
         running: Sequence[Request],
-        waiting: Sequence[Request],
+        waiting: Sequence[StreamPlan],
         now: float,
         budget: Budget,
         horizon_s: float,
@@ -348,12 +348,13 @@ class PlannedAdmission:
         probe: bool = False,
     ) -> list[float | None]:
         """Seconds from now until each waiting request's first audio (its start plus its first window), or None
-        when it would not start within ``horizon_s``. ``limits``: first-audio limits (seconds from now) of the
-        requests the engine will refuse past them (see AdmissionController.predict_starts).
+        when it would not start within ``horizon_s``. ``waiting``: the waiting requests' plans (``waiting_plan``),
+        in admission order. ``limits``: first-audio limits (seconds from now) of the requests the engine will
+        refuse past them (see AdmissionController.predict_starts).
 
         ``probe``: one more entry at the end, for a newcomer like the last waiting request arriving now, behind
         everyone kept and with no limit: the wait a refused caller (or the next caller) really faces."""
-        plans = [self.waiting_plan(r, now) for r in waiting]
+        plans = list(waiting)
         if probe and plans:
             plans.append(plans[-1])
         firsts = [budget.wall(plan.windows[0]) if plan.windows else 0.0 for plan in plans]

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chorus.engine.admission import Budget, PlannedAdmission
+from chorus.engine.admission import Budget, PlannedAdmission, StreamPlan
 from chorus.engine.request import Request
 from chorus.errors import QueueFullError
 
@@ -130,10 +130,13 @@ class Forecast:
         ]
         admission = self.admission
         budget = admission.budget()
+        plans = [admission.waiting_plan(r, now) for r in waiting]  # once: the prediction and the learning share them
         if fresh:
-            self._learn_per_char([r for r in waiting if r.predicted_first_audio is None], now, budget)
+            self._learn_per_char(
+                [(r, plan) for r, plan in zip(waiting, plans, strict=True) if r.predicted_first_audio is None], budget
+            )
         firsts = admission.predict_first_audio(
-            running, waiting, now, budget, horizon, self.max_slots, limits, probe=fresh
+            running, plans, now, budget, horizon, self.max_slots, limits, probe=fresh
         )
         # The wait of a newcomer behind everyone kept: a refused caller's honest Retry-After (the simulation
         # stops following a refused request once it passes its limit).
@@ -161,16 +164,16 @@ class Forecast:
                 self._view = view if kept else None
         return refused
 
-    def _learn_per_char(self, fresh: Sequence[Request], now: float, budget: Budget) -> None:
+    def _learn_per_char(self, fresh: Sequence[tuple[Request, StreamPlan]], budget: Budget) -> None:
         """Seconds of a saturated engine's time each character of these requests' text takes: their plans'
         CPU (with the learned margin and overhead) over the workers' capacity."""
         if budget.capacity <= 0:
             return
-        for req in fresh:
+        for req, plan in fresh:
             chars = len(req.input.text)
             if chars == 0:
                 continue
-            demand = sum(budget.demand(w) for w in self.admission.waiting_plan(req, now).windows)
+            demand = sum(budget.demand(w) for w in plan.windows)
             rate = demand / budget.capacity / chars
             old = self._s_per_char
             self._s_per_char = rate if old is None else old + PER_CHAR_SMOOTHING * (rate - old)
