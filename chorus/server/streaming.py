@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor
 
 import numpy as np
 from starlette.requests import Request
@@ -78,22 +77,19 @@ async def encoded_chunks(
     stream: SpeechStream,
     fmt: str,
     out_rate: int,
-    *,
-    executor: Executor | None = None,
 ) -> AsyncIterator[bytes]:
     """Encoded pieces (possibly empty), then the encoder's tail; raises ChorusError on failure. Every byte goes
     through the request's audit receipt, which is sealed with the outcome when the body ends however it ends.
 
-    A compressed format is encoded off the event loop (on ``executor``, default asyncio's): mp3 takes ~11 ms of
+    A compressed format is encoded off the event loop (on asyncio's default threads): mp3 takes ~11 ms of
     CPU per second of audio, and a 4 s piece on the loop would hold up every other request's bytes for 45 ms."""
     receipt = stream.receipt
     outcome = "aborted"  # unless it ends below: the client went away
-    loop = asyncio.get_running_loop()
     try:
         encoder = make_encoder(fmt, out_rate)
         offload = fmt not in RAW_FORMATS
         async for chunk in pcm_chunks(first, stream, out_rate):
-            data = await loop.run_in_executor(executor, encoder.encode, chunk) if offload else encoder.encode(chunk)
+            data = await asyncio.to_thread(encoder.encode, chunk) if offload else encoder.encode(chunk)
             receipt.delivered(data)
             yield data
         tail = encoder.finish()
