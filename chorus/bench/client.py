@@ -40,6 +40,21 @@ class StreamResult:
     def ok(self) -> bool:
         return self.error is None and self.ttfa_s is not None
 
+    def arrived(self, audio_s: float) -> None:
+        """Audio came in: ``audio_s`` seconds of it so far."""
+        now = time.perf_counter() - self.sent_at
+        if self.ttfa_s is None:
+            self.ttfa_s = now
+        self.arrivals.append((now, audio_s))
+
+    def ended(self, audio_s: float) -> StreamResult:
+        """The request is over, with ``audio_s`` seconds of audio received (a 200 without any is an error)."""
+        self.end_s = time.perf_counter() - self.sent_at
+        self.audio_s = audio_s
+        if self.error is None and self.ttfa_s is None:
+            self.error = "empty audio"
+        return self
+
 
 class PcmCounter:
     """Raw PCM: every byte is audio."""
@@ -120,23 +135,15 @@ async def speak(client: httpx.AsyncClient, server: Server, text: str, index: int
                 async for chunk in response.aiter_raw():
                     audio = counter.feed(chunk)
                     if audio:
-                        now = time.perf_counter() - sent
                         received += audio
-                        if result.ttfa_s is None:
-                            result.ttfa_s = now
-                        result.arrivals.append((now, received / counter.bytes_per_second))
+                        result.arrived(received / counter.bytes_per_second)
     except TimeoutError:
         result.error = f"timeout after {timeout_s:.0f} s"
     except httpx.HTTPError as e:
         result.error = f"{type(e).__name__}: {e}"[:ERROR_BODY_CHARS]
     except ValueError as e:  # a body that is not the audio we asked for
         result.error = f"bad body: {e}"
-    result.end_s = time.perf_counter() - sent
-    if counter.bytes_per_second:
-        result.audio_s = received / counter.bytes_per_second
-    if result.error is None and result.ttfa_s is None:
-        result.error = "empty audio"
-    return result
+    return result.ended(received / counter.bytes_per_second if counter.bytes_per_second else 0.0)
 
 
 def make_client(max_connections: int, timeout_s: float) -> httpx.AsyncClient:

@@ -75,11 +75,8 @@ async def raw_speak(
                     if not data:
                         break
                     audio = len(data)
-                now = time.perf_counter() - sent
                 received += audio
-                if result.ttfa_s is None:
-                    result.ttfa_s = now
-                result.arrivals.append((now, received / PCM_BYTES_PER_SECOND))
+                result.arrived(received / PCM_BYTES_PER_SECOND)
     except TimeoutError:
         result.error = f"timeout after {timeout_s:.0f} s"
     except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
@@ -87,8 +84,4 @@ async def raw_speak(
     finally:
         if writer is not None:
             writer.close()
-    result.end_s = time.perf_counter() - sent
-    result.audio_s = received / PCM_BYTES_PER_SECOND
-    if result.error is None and result.ttfa_s is None:
-        result.error = "empty audio"
-    return result, retry_after
+    return result.ended(received / PCM_BYTES_PER_SECOND), retry_after
