@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chorus.audio.resample import hold_back_s
 from chorus.audit import AuditWriter, SynthesisReceipt
 from chorus.config import Settings
 from chorus.engine.client import AsyncEngine, ResponseStream, new_request_id
@@ -142,6 +143,7 @@ class SpeechOrder:
     key_id: str | None = None  # the API key it came with (None: keyless)
     max_concurrency: int | None = None  # that key's limit on requests in flight at once (this process)
     plays_at: float | None = None  # monotonic time its client starts playing it (None: at once)
+    sample_rate: int | None = None  # the rate its client gets (None: the engine's): resampling holds audio back
 
 
 @dataclass(frozen=True)
@@ -348,6 +350,7 @@ class SpeechService:
 
         with self._lock:
             self._owners[rid] = order.tenant_id
+        engine_rate = self.engine.backend.sample_rate
         request = Request(
             inp,
             counted_sink,
@@ -356,6 +359,7 @@ class SpeechService:
             timeout_s=self._timeout(order),
             arrival_time=received,
             plays_at=order.plays_at,
+            hold_back_s=hold_back_s(engine_rate, order.sample_rate or engine_rate),
         )
         try:
             self.engine.add(request)

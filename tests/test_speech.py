@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from chorus.audio.resample import hold_back_s
 from chorus.errors import InvalidRequestError, QueueFullError
 from chorus.speech import SpeechOrder
 from tests.engine.helpers import make_engine, speech_service
@@ -107,3 +108,12 @@ def test_a_keys_limit_holds_for_requests_that_arrive_together() -> None:
     finally:
         client.close()
     np.testing.assert_array_equal(audio, expected_audio(TEXT))
+
+
+def test_a_request_resampled_for_its_client_is_due_earlier_by_what_the_resampler_holds() -> None:
+    client, speech = speech_service(make_engine(FakeBackend(sample_rate=22050)))  # not started: requests wait
+    asyncio.run(speech.open(SpeechOrder(TEXT, request_id="engine-rate")))
+    asyncio.run(speech.open(SpeechOrder(TEXT, request_id="resampled", sample_rate=24000)))
+    held = {rid: client.engine._by_id[rid].hold_back_s for rid in ("engine-rate", "resampled")}
+    assert held == {"engine-rate": 0.0, "resampled": hold_back_s(22050, 24000)}
+    assert held["resampled"] > 0.01

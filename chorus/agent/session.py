@@ -368,6 +368,7 @@ class AgentSession:
             key_id=principal.key_id,
             max_concurrency=principal.max_concurrency,
             plays_at=self._out.playback_end if self._out.playback_end > now else None,
+            sample_rate=s.sample_rate,
         )
 
     async def _play_loop(self) -> None:

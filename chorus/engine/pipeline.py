@@ -8,6 +8,8 @@ lane each: neither queues behind other streams' long windows, and a newcomer nev
 stream's window (a full-size window, up to a third of a second of CPU), which made the tail of first-audio
 times. For those moments the cores are shared by one or two more threads. While other processes keep the
 machine busy (admission's reading), one extra lane takes both, and admission stops counting on it for newcomers.
+A stream becomes urgent with time alone (no request arrives, no worker finishes): while a lane that would take it
+is free, the engine thread sleeps only until the first playing stream is due to become urgent.
 
 Still one engine thread owns all state: workers only run ``engine.execute`` on disjoint slots, and every
 output is applied here, in arrival order of completions.
@@ -15,6 +17,7 @@ output is applied here, in arrival order of completions.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal
 
@@ -58,6 +61,7 @@ def run_pipelined(engine: Engine) -> None:
             while busy_regular < lanes and (batch := engine.scheduler.pick(budget)):
                 dispatch(pool, batch, "regular")
                 busy_regular += 1
+            wake_at = None
             if busy_regular >= lanes:
                 quiet = engine.admission is None or engine.admission.quiet()
                 for lane, newcomers in URGENT_LANES if quiet else BUSY_URGENT_LANES:
@@ -66,8 +70,25 @@ def run_pipelined(engine: Engine) -> None:
                     urgent = engine.scheduler.pick(budget, urgent_within_s=URGENT_WITHIN_S, newcomers=newcomers)
                     if urgent:
                         dispatch(pool, urgent, lane)
+                if rescue_lane_free([lane for _, lane in in_flight.values()], quiet):
+                    # A stream may become urgent while every worker is busy and nothing arrives: wake for it then.
+                    wake_at = engine.scheduler.next_urgent_at(URGENT_WITHIN_S)
             if not in_flight:
                 if not engine.wait_for_work(engine.has_work):
                     return
                 continue
-            engine.wait_for_work(lambda: any(f.done() for f in in_flight))
+            engine.wait_for_work(lambda: any(f.done() for f in in_flight), wait_s(wake_at))
+
+
+def rescue_lane_free(busy: list[Lane], quiet: bool) -> bool:
+    """Whether an extra lane that takes playing streams is free (``busy``: the lanes of the work in flight)."""
+    if quiet:
+        return "rescue" not in busy
+    return len(busy) == busy.count("regular")  # a busy machine: one extra lane at most, and none is in use
+
+
+def wait_s(wake_at: float | None, longest_s: float = 0.5) -> float:
+    """How long the engine thread may sleep waiting for work, to be up again by ``wake_at`` (monotonic)."""
+    if wake_at is None:
+        return longest_s
+    return min(longest_s, max(wake_at - time.monotonic(), 0.001))

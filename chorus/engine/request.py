@@ -64,6 +64,9 @@ class Request:
     # When its client starts playing its audio (a voice-agent session's next segment plays when the previous one
     # runs out); None: as soon as it is made.
     plays_at: float | None = None
+    # Audio the layers above the engine keep back from this request's client beyond what every stream's delivery
+    # margin covers (its resampler's filter delay): its deadlines come that much earlier.
+    hold_back_s: float = 0.0
     status: RequestStatus = RequestStatus.WAITING
     slot: SlotState | None = None
     crossfader: Crossfader | None = None
@@ -91,7 +94,7 @@ class Request:
 
         Running: when its client runs out of audio, playing from its first byte (or from ``plays_at``, if later)
         in real time, less ``margin_s`` for the trip from the engine to the client (encoding, the event loop,
-        the network).
+        the network) and less the request's own ``hold_back_s``.
         Waiting for its first audio: ``first_audio_target_s`` after it got its slot (after arrival while it has
         none), or when its client starts playing it (``plays_at``), if later. A request that waited in the queue
         is not more urgent than the streams already playing: its wait is over, and admission planned its first
@@ -100,9 +103,9 @@ class Request:
         if self.first_audio_time is None:
             start = self.admitted_time if self.admitted_time is not None else self.arrival_time
             due = start + first_audio_target_s
-            return due if self.plays_at is None else max(due, self.plays_at - margin_s)
+            return due if self.plays_at is None else max(due, self.plays_at - margin_s - self.hold_back_s)
         playing = self.first_audio_time if self.plays_at is None else max(self.first_audio_time, self.plays_at)
-        return playing + self.num_samples_sent / sample_rate - margin_s
+        return playing + self.num_samples_sent / sample_rate - margin_s - self.hold_back_s
 
     def is_starting(self, due_by: float) -> bool:
         """A newcomer: no audio yet, wanted at once (a segment that plays after ``due_by`` is not one: it waits

@@ -89,14 +89,13 @@ class Scheduler:
         ``urgent_within_s``: only newcomers and streams that must start within this many seconds to be in
         time (the urgent lanes); ``newcomers``: True for newcomers only, False for playing streams only.
         """
-        ready = [r for r in self.running if r.slot is not None and not r.slot.is_finished and not r.in_flight]
+        ready = self._ready()
         if budget_s is None or self.config.mode == "static":
             return ready
         costs = {id(r): self._cost(r.slot) if r.slot is not None else 0.0 for r in ready}
-        target = self.config.first_audio_target_s
-        margin = self.config.delivery_margin_s
-        latest_start = {id(r): r.deadline(self._sample_rate, target, margin) - costs[id(r)] for r in ready}
+        latest_start = self._latest_starts(ready, costs)
         now = time.monotonic()
+        target = self.config.first_audio_target_s
         starting = {id(r): r.is_starting(now + target) for r in ready}
         if urgent_within_s is not None:
             horizon = now + urgent_within_s
@@ -112,6 +111,27 @@ class Scheduler:
             spent += costs[id(req)]
             picked.append(req)
         return picked
+
+    def next_urgent_at(self, urgent_within_s: float) -> float | None:
+        """When the first ready playing stream comes within ``urgent_within_s`` of its latest start (monotonic
+        seconds; None: none is ready): the moment ``pick(urgent_within_s=...)`` would take it. Nothing else wakes
+        the engine thread then (no request arrives, no worker finishes), so it waits until then at most."""
+        if self.config.step_budget_s is None or self.config.mode == "static":
+            return None
+        due_by = time.monotonic() + self.config.first_audio_target_s
+        playing = [r for r in self._ready() if not r.is_starting(due_by)]
+        costs = {id(r): self._cost(r.slot) if r.slot is not None else 0.0 for r in playing}
+        starts = self._latest_starts(playing, costs)
+        return min(starts.values()) - urgent_within_s if starts else None
+
+    def _ready(self) -> list[Request]:
+        """Running requests a worker may step now (not finished, not in flight)."""
+        return [r for r in self.running if r.slot is not None and not r.slot.is_finished and not r.in_flight]
+
+    def _latest_starts(self, ready: list[Request], costs: dict[int, float]) -> dict[int, float]:
+        """When each request's next step must start to be done by its deadline (by ``id``)."""
+        target, margin = self.config.first_audio_target_s, self.config.delivery_margin_s
+        return {id(r): r.deadline(self._sample_rate, target, margin) - costs[id(r)] for r in ready}
 
     @property
     def step_budget_s(self) -> float | None:

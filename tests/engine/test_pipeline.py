@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from chorus.engine.request import RequestStatus
 from chorus.errors import EngineDeadError
+from chorus.models.base import SlotState, StepOutput
 from tests.engine.helpers import make_engine, submit, wait_final
-from tests.fakes import FakeBackend, expected_audio
+from tests.fakes import FakeBackend, FakeSlot, expected_audio
 
 WORDS = "one two three four five six seven eight nine ten eleven twelve"
 
@@ -59,3 +63,53 @@ def test_a_failing_lane_kills_the_engine_and_fails_everyone() -> None:
     wait_final(sinks)
     assert all(isinstance(s.final.error, EngineDeadError) for s in sinks)  # type: ignore[union-attr]
     assert not engine.is_alive()
+
+
+@dataclass
+class SlowTextBackend(FakeBackend):
+    """Steps of a slot whose text has ``slow`` take ``slow_s`` (a long window holding a worker)."""
+
+    slow_s: float = 1.2
+
+    def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
+        if any(isinstance(s, FakeSlot) and "slow" in s.text for s in slots):
+            threading.Event().wait(self.slow_s)
+        return super().step(slots)
+
+
+class LateChunks:
+    """The engine's events, keeping how late each playing stream's audio left (> 0: its client ran dry)."""
+
+    def __init__(self) -> None:
+        self.late: list[float] = []
+
+    def step(self, duration_s: float, num_slots: int, audio_s: float) -> None:
+        pass
+
+    def first_audio(self, seconds: float) -> None:
+        pass
+
+    def chunk(self, gap_s: float, late_s: float) -> None:
+        self.late.append(late_s)
+
+    def finished(self, status: str, service_s: float | None, audio_s: float) -> None:
+        pass
+
+
+def test_a_stream_that_becomes_urgent_while_every_worker_is_busy_is_rescued_in_time() -> None:
+    # Both workers are on long windows and nothing arrives or finishes: the engine thread must still wake when
+    # the playing stream's next window has to start, and give it to the spare lane, not let it run dry.
+    backend = SlowTextBackend(is_compute_bound=True, num_workers=2, sample_rate=333)  # a frame is 0.3 s of audio
+    engine = make_engine(backend, max_slots=4, step_budget_s=0.001)
+    events = LateChunks()
+    engine.metrics.events = events
+    engine.start()
+    slow = [submit(engine, "slow", f"slow-{i}")[1] for i in range(2)]
+    time.sleep(0.05)  # both workers hold a slow window now
+    _, stream = submit(engine, "one two three", "stream")
+    wait_final([stream])
+    assert len(backend.steps) == 3 and stream.status == RequestStatus.FINISHED_STOPPED  # slow windows still run
+    wait_final(slow)
+    engine.shutdown()
+    np.testing.assert_array_equal(stream.audio(), expected_audio("one two three"))
+    assert len(events.late) == 2 and max(events.late) < 0  # each next frame came before the last one ran out

@@ -74,3 +74,39 @@ def test_at_least_one_slot_steps_even_over_budget() -> None:
     _running(scheduler, "big", first_audio_ago=None, sent_s=0)
     scheduler.admit()
     assert [r.request_id for r in scheduler.pick(0.001)] == ["big"]
+
+
+def test_audio_held_back_above_the_engine_makes_a_stream_due_earlier() -> None:
+    # A client resampled to another rate gets its audio later than the engine made it (the resampler's filter
+    # delay): its next audio is due that much earlier, while it plays and when it is a session's next segment.
+    scheduler = Scheduler(SchedulerConfig(max_slots=8), cost=lambda _: 0.01, sample_rate=1000)
+    playing = _running(scheduler, "playing", first_audio_ago=1.0, sent_s=3.0)
+    plain = playing.deadline(1000, 0.25, margin_s=0.1)
+    playing.hold_back_s = 0.04
+    assert abs(playing.deadline(1000, 0.25, margin_s=0.1) - (plain - 0.04)) < 1e-9
+    following = _running(scheduler, "following", first_audio_ago=None, sent_s=0.0)
+    following.plays_at = time.monotonic() + 3.0
+    plain = following.deadline(1000, 0.25, margin_s=0.1)
+    following.hold_back_s = 0.04
+    assert abs(following.deadline(1000, 0.25, margin_s=0.1) - (plain - 0.04)) < 1e-9
+
+
+def test_next_urgent_at_is_when_the_first_playing_stream_must_start_within_the_horizon() -> None:
+    config = SchedulerConfig(max_slots=8, step_budget_s=0.01)
+    scheduler = Scheduler(config, cost=lambda _: 0.05, sample_rate=1000)
+    assert scheduler.next_urgent_at(0.15) is None  # nobody runs
+    _running(scheduler, "newcomer", first_audio_ago=None, sent_s=0.0)  # newcomers have their own lane
+    scheduler.admit()
+    assert scheduler.next_urgent_at(0.15) is None
+    soon = _running(scheduler, "soon", first_audio_ago=1.0, sent_s=1.5)  # runs dry in 0.5 s
+    _running(scheduler, "later", first_audio_ago=1.0, sent_s=4.0)  # in 3 s
+    scheduler.admit()
+    now = time.monotonic()
+    # dry in 0.5 s, less its 0.05 s step, less the 0.15 s horizon
+    assert abs(scheduler.next_urgent_at(0.15) - (now + 0.3)) < 0.01  # type: ignore[operator]
+    soon.in_flight = True  # a worker has it already
+    assert abs(scheduler.next_urgent_at(0.15) - (now + 2.8)) < 0.01  # type: ignore[operator]
+    unbudgeted = Scheduler(SchedulerConfig(max_slots=8), cost=lambda _: 0.05, sample_rate=1000)
+    _running(unbudgeted, "playing", first_audio_ago=1.0, sent_s=1.5)
+    unbudgeted.admit()
+    assert unbudgeted.next_urgent_at(0.15) is None  # every running slot steps each time: nothing to wait for

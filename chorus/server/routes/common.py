@@ -45,5 +45,6 @@ async def submit_speech(
         response_format=response_format,
         key_id=principal.key_id,
         max_concurrency=principal.max_concurrency,
+        sample_rate=state.settings.server.output_sample_rate,
     )
     return await state.speech.open(order)
