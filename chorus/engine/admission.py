@@ -327,10 +327,8 @@ class PlannedAdmission:
     def _plays_after(self, req: Request, due: float) -> float | None:
         """When a segment that plays later (voice-agent sessions) must start arriving, if after ``due``: it is
         then a regular stream due at that time, not a newcomer."""
-        if req.plays_at is None:
-            return None
-        needed = req.plays_at - self.config.delivery_margin_s - req.hold_back_s
-        return needed if needed > due else None
+        needed = req.plays_due(self.config.delivery_margin_s)
+        return needed if needed is not None and needed > due else None
 
     def admissible(self, running: Sequence[Request], waiting: Sequence[Request], now: float, budget: Budget) -> int:
         plans = [self.running_plan(r, now, budget) for r in running]

@@ -103,9 +103,15 @@ class Request:
         if self.first_audio_time is None:
             start = self.admitted_time if self.admitted_time is not None else self.arrival_time
             due = start + first_audio_target_s
-            return due if self.plays_at is None else max(due, self.plays_at - margin_s - self.hold_back_s)
+            plays_due = self.plays_due(margin_s)
+            return due if plays_due is None else max(due, plays_due)
         playing = self.first_audio_time if self.plays_at is None else max(self.first_audio_time, self.plays_at)
         return playing + self.num_samples_sent / sample_rate - margin_s - self.hold_back_s
+
+    def plays_due(self, margin_s: float) -> float | None:
+        """When a segment that plays later (``plays_at``) needs its first audio: ``margin_s`` and its own
+        ``hold_back_s`` before its client starts playing it (None: it plays as soon as it is made)."""
+        return None if self.plays_at is None else self.plays_at - margin_s - self.hold_back_s
 
     def is_starting(self, due_by: float) -> bool:
         """A newcomer: no audio yet, wanted at once (a segment that plays after ``due_by`` is not one: it waits

@@ -92,7 +92,7 @@ class Scheduler:
         ready = self._ready()
         if budget_s is None or self.config.mode == "static":
             return ready
-        costs = {id(r): self._cost(r.slot) if r.slot is not None else 0.0 for r in ready}
+        costs = self._costs(ready)
         latest_start = self._latest_starts(ready, costs)
         now = time.monotonic()
         target = self.config.first_audio_target_s
@@ -120,13 +120,16 @@ class Scheduler:
             return None
         due_by = time.monotonic() + self.config.first_audio_target_s
         playing = [r for r in self._ready() if not r.is_starting(due_by)]
-        costs = {id(r): self._cost(r.slot) if r.slot is not None else 0.0 for r in playing}
-        starts = self._latest_starts(playing, costs)
+        starts = self._latest_starts(playing, self._costs(playing))
         return min(starts.values()) - urgent_within_s if starts else None
 
     def _ready(self) -> list[Request]:
         """Running requests a worker may step now (not finished, not in flight)."""
         return [r for r in self.running if r.slot is not None and not r.slot.is_finished and not r.in_flight]
+
+    def _costs(self, ready: list[Request]) -> dict[int, float]:
+        """Each request's estimated next step (by ``id``)."""
+        return {id(r): self._cost(r.slot) if r.slot is not None else 0.0 for r in ready}
 
     def _latest_starts(self, ready: list[Request], costs: dict[int, float]) -> dict[int, float]:
         """When each request's next step must start to be done by its deadline (by ``id``)."""
