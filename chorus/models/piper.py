@@ -43,6 +43,8 @@ from chorus.models.piper_plan import (
     CostModel,
     Position,
     WindowSchedule,
+    flow_span,
+    flowed_after,
     plan_windows,
     window_end,
 )
@@ -87,7 +89,9 @@ class PiperSlot(SlotState):
     inp: PiperInput = field(default_factory=lambda: PiperInput([], []))
     scales: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.float32))
     segment_index: int = 0
-    latent: np.ndarray | None = None  # [1, C, T] of the current segment
+    prior: np.ndarray | None = None  # [1, C, T]: the current segment's prior frames (the flow's input)
+    latent: np.ndarray | None = None  # [1, C, T]: its latent (the decoder's input), ready up to ``flowed``
+    flowed: int = 0
     cursor: int = 0  # next frame of the current segment to decode
     num_windows: int = 0  # windows decoded so far (sets the size of the next one)
     converter: StreamConverter | None = None  # a cloned voice's converter, this request's own
@@ -218,9 +222,7 @@ class PiperBackend:
         s = _as_piper(slot)
         if s.is_finished:
             return 0.0
-        windows = plan_windows(
-            self._position(s), self.windows, self.costs, self.frame_seconds, self.graph.context_frames, limit=1
-        )
+        windows = self._plan(self._position(s), limit=1)
         return windows[0].cost_s if windows else 0.0
 
     # -- planning (WorkPlanner: admission control and queue ETAs) -----------------------------------------
@@ -229,7 +231,7 @@ class PiperBackend:
         s = _as_piper(slot)
         if s.is_finished:
             return ()
-        return plan_windows(self._position(s), self.windows, self.costs, self.frame_seconds, self.graph.context_frames)
+        return self._plan(self._position(s))
 
     def plan_input(self, inp: SpeechInput, prepared: Any) -> tuple[Window, ...]:
         if not isinstance(prepared, PiperInput):
@@ -239,15 +241,21 @@ class PiperBackend:
             None,
             0,
             0,
+            0,
             self._defaults[1] / inp.params.speed,
             inp.voice_id in self._clones,
         )
-        return plan_windows(pos, self.windows, self.costs, self.frame_seconds, self.graph.context_frames)
+        return self._plan(pos)
+
+    def _plan(self, pos: Position, limit: int | None = None) -> tuple[Window, ...]:
+        graph = self.graph
+        flow = None if graph.flow is None else graph.flow_context_frames
+        return plan_windows(pos, self.windows, self.costs, self.frame_seconds, graph.context_frames, limit, flow)
 
     def _position(self, s: PiperSlot) -> Position:
         ids = [len(segment) for segment in s.inp.phoneme_ids[s.segment_index :]]
-        frames = None if s.latent is None else int(s.latent.shape[2])
-        return Position(ids, frames, s.cursor, s.num_windows, float(s.scales[1]), s.converter is not None)
+        frames = None if s.prior is None else int(s.prior.shape[2])
+        return Position(ids, frames, s.flowed, s.cursor, s.num_windows, float(s.scales[1]), s.converter is not None)
 
     def flush(self, slot: SlotState) -> np.ndarray:
         # Windows are emitted whole; only a cloned voice's converter holds a little audio back.
@@ -256,7 +264,7 @@ class PiperBackend:
 
     def release(self, slot: SlotState) -> None:
         s = _as_piper(slot)
-        s.latent = None
+        s.prior = s.latent = None
         s.converter = None
 
     # -- cloned voices (VoiceCloner) -----------------------------------------------------------------
@@ -339,24 +347,42 @@ class PiperBackend:
         alignments: tuple[PhonemeAlignment, ...] = ()
         ids = 0
         enc_s = 0.0
-        if s.latent is None:
+        graph = self.graph
+        if s.prior is None:
             phoneme_ids = s.inp.phoneme_ids[s.segment_index]
-            noise = s.noise or SegmentNoise(0, self.graph.latent_channels)
-            s.latent, durations = self.graph.encode(phoneme_ids, s.scales, None, noise, s.segment_index)
+            noise = s.noise or SegmentNoise(0, graph.latent_channels)
+            s.prior, durations = graph.encode_prior(phoneme_ids, s.scales, None, noise, s.segment_index)
             enc_s = time.thread_time() - cpu0
             ids = len(phoneme_ids)
-            self.costs.observe_durations(ids, int(s.latent.shape[2]), float(s.scales[1]))
+            self.costs.observe_durations(ids, int(s.prior.shape[2]), float(s.scales[1]))
             s.cursor = 0
+            # Without a separate flow the encoder gave the latent itself.
+            s.latent, s.flowed = (None, 0) if graph.flow is not None else (s.prior, int(s.prior.shape[2]))
             alignments = self._alignments(s.inp.phonemes[s.segment_index], phoneme_ids, durations)
-        latent = s.latent
-        total = latent.shape[2]
+        prior = s.prior
+        total = prior.shape[2]
         start = s.cursor
         end = window_end(total, start, self.windows.size(s.num_windows))  # windows depend on the slot alone
-        context = self.graph.context_frames  # the decoder's receptive field: sample-exact joins
+        context = graph.context_frames  # the decoder's receptive field: sample-exact joins
         lo, hi = max(0, start - context), min(total, end + context)
         t0 = time.thread_time()
-        audio = self.graph.decode(latent[:, :, lo:hi], None)
-        self.costs.observe(ids=ids, enc_s=enc_s, frames=hi - lo, dec_s=time.thread_time() - t0)
+        # The latent this window needs: on a request's first window only that window's worth (plan: flow_span).
+        flow_from, flow_to = flow_span(total, s.flowed, hi, graph.flow_context_frames, first=s.num_windows == 0)
+        if flow_to:
+            ready = flowed_after(total, flow_to, graph.flow_context_frames)
+            latent = graph.run_flow(prior[:, :, flow_from:flow_to], None)
+            if s.latent is None:
+                s.latent = np.empty_like(prior)
+            s.latent[:, :, s.flowed : ready] = latent[:, :, s.flowed - flow_from : ready - flow_from]
+            s.flowed = ready
+        flow_s = time.thread_time() - t0
+        if s.latent is None:
+            raise RuntimeError("no latent to decode")  # unreachable: the flow above made it
+        t0 = time.thread_time()
+        audio = graph.decode(s.latent[:, :, lo:hi], None)
+        dec_s = time.thread_time() - t0
+        flow_frames = flow_to - flow_from
+        self.costs.observe(ids=ids, enc_s=enc_s, flow_frames=flow_frames, flow_s=flow_s, frames=hi - lo, dec_s=dec_s)
         audio = np.clip(audio[(start - lo) * self.hop : (end - lo) * self.hop], -1.0, 1.0)
         is_segment_end = end == total
         if s.converter is not None:
@@ -370,7 +396,7 @@ class PiperBackend:
         s.num_windows += 1
         if is_segment_end:
             s.segment_index += 1
-            s.latent = None
+            s.prior = s.latent = None
         s.is_finished = s.segment_index >= len(s.inp.phoneme_ids)
         return StepOutput(
             audio,
