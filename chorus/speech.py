@@ -144,6 +144,8 @@ class SpeechOrder:
     max_concurrency: int | None = None  # that key's limit on requests in flight at once (this process)
     plays_at: float | None = None  # monotonic time its client starts playing it (None: at once)
     sample_rate: int | None = None  # the rate its client gets (None: the engine's): resampling holds audio back
+    # Nobody listens while it is made (a batch job's item): no playback deadline, only CPU live work leaves idle.
+    background: bool = False
 
 
 @dataclass(frozen=True)
@@ -360,6 +362,7 @@ class SpeechService:
             arrival_time=received,
             plays_at=order.plays_at,
             hold_back_s=hold_back_s(engine_rate, order.sample_rate or engine_rate),
+            background=order.background,
         )
         try:
             self.engine.add(request)

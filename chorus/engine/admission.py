@@ -308,7 +308,7 @@ class PlannedAdmission:
         }
 
     def running_plan(self, req: Request, now: float, budget: Budget) -> StreamPlan:
-        if req.slot is None:
+        if req.slot is None or req.background:  # a background request only gets CPU live streams leave idle
             return StreamPlan(())
         windows = self.planner.plan(req.slot)
         if req.first_audio_time is not None:
@@ -321,6 +321,8 @@ class PlannedAdmission:
         return StreamPlan(windows, due, starting=True) if later is None else StreamPlan(windows, later)
 
     def waiting_plan(self, req: Request, now: float) -> StreamPlan:
+        if req.background:
+            return StreamPlan(())
         windows = self.planner.plan_input(req.input, req.prepared)
         return StreamPlan(windows, self._plays_after(req, now + self.controller.config.first_audio_s))
 

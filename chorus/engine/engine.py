@@ -299,7 +299,9 @@ class Engine:
         self.metrics.observe_step(duration_s, len(batch), audio_s)
         if self.admission is not None:
             cpu = sum(out.cpu_s for out in outputs)
-            wall = duration_s if len(batch) == 1 else None  # slots of one step may run on several workers at once
+            # Slots of one step may run on several workers at once; a background lane gets only idle CPU: neither
+            # tells how much of a core a worker gets.
+            wall = duration_s if len(batch) == 1 and not batch[0].background else None
             self.admission.observe_step(sum(r.planned_cost_s for r in batch), cpu, wall, audio_s)
 
     # -- internals -----------------------------------------------------------------------------------
@@ -358,7 +360,9 @@ class Engine:
         alignments = tuple(replace(a, start_sample=a.start_sample + offset) for a in out.alignments)
         if audio.size:
             now = time.monotonic()
-            if req.first_audio_time is None:
+            if req.background:  # nobody plays it: no first-audio time or underrun to count
+                req.first_audio_time = req.first_audio_time or now
+            elif req.first_audio_time is None:
                 req.first_audio_time = now
                 self.metrics.observe_first_audio(now - req.arrival_time)
             else:

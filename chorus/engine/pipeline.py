@@ -11,13 +11,21 @@ machine busy (admission's reading), one extra lane takes both, and admission sto
 A stream becomes urgent with time alone (no request arrives, no worker finishes): while a lane that would take it
 is free, the engine thread sleeps only until the first playing stream is due to become urgent.
 
+Background requests (batch jobs' items: nobody listens while they are made) never take those lanes. They run on
+lanes of their own, as many as the regular ones, whose threads the kernel schedules only on CPU nothing else
+wants (``SCHED_IDLE``; nice 19 where that is refused): a running job then takes nothing from a live stream's
+first audio, and admission control plans live streams as if it were not there.
+
 Still one engine thread owns all state: workers only run ``engine.execute`` on disjoint slots, and every
 output is applied here, in arrival order of completions.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal
 
@@ -28,12 +36,13 @@ if TYPE_CHECKING:
 
 # The extra lanes take newcomers, and streams that must start within this long to reach their client in time.
 URGENT_WITHIN_S = 0.15
-Lane = Literal["regular", "newcomer", "rescue", "urgent"]
+Lane = Literal["regular", "newcomer", "rescue", "urgent", "background"]
 # The extra lanes and whom each takes: requests with no audio yet (True), streams already playing (False).
 URGENT_LANES: tuple[tuple[Lane, bool | None], ...] = (("newcomer", True), ("rescue", False))
 # While other processes keep the machine busy, one extra thread at most: it takes both (None), most urgent first.
 BUSY_URGENT_LANES: tuple[tuple[Lane, bool | None], ...] = (("urgent", None),)
 Work = Future[tuple[list["StepOutput"], float]]
+log = logging.getLogger(__name__)
 
 
 def run_pipelined(engine: Engine) -> None:
@@ -49,16 +58,23 @@ def run_pipelined(engine: Engine) -> None:
         future.add_done_callback(lambda _: engine.wake())
         in_flight[future] = (batch, lane)
 
-    with ThreadPoolExecutor(lanes + 2, thread_name_prefix="chorus-lane") as pool:
+    with (
+        ThreadPoolExecutor(lanes + 2, thread_name_prefix="chorus-lane") as pool,
+        ThreadPoolExecutor(lanes, thread_name_prefix="chorus-background", initializer=idle_priority) as background,
+    ):
         while True:
             for future in [f for f in in_flight if f.done()]:
                 batch, _ = in_flight.pop(future)
                 outputs, duration = future.result()  # a backend failure propagates: the engine dies
                 engine.complete(batch, outputs, duration)
             engine.prepare()  # after completions: the slots they freed go to waiting requests at once
-            busy = [lane for _, lane in in_flight.values()]
+            busy_background = live_lanes(in_flight.values(), background=True).count("background")
+            while busy_background < lanes and (batch := engine.scheduler.pick(budget, background=True)):
+                dispatch(background, batch, "background")
+                busy_background += 1
+            busy = live_lanes(in_flight.values())
             busy_regular = busy.count("regular")
-            while busy_regular < lanes and (batch := engine.scheduler.pick(budget)):
+            while busy_regular < lanes and (batch := engine.scheduler.pick(budget, background=False)):
                 dispatch(pool, batch, "regular")
                 busy_regular += 1
             wake_at = None
@@ -67,10 +83,12 @@ def run_pipelined(engine: Engine) -> None:
                 for lane, newcomers in URGENT_LANES if quiet else BUSY_URGENT_LANES:
                     if lane in busy or (not quiet and len(busy) > busy_regular):
                         continue
-                    urgent = engine.scheduler.pick(budget, urgent_within_s=URGENT_WITHIN_S, newcomers=newcomers)
+                    urgent = engine.scheduler.pick(
+                        budget, urgent_within_s=URGENT_WITHIN_S, newcomers=newcomers, background=False
+                    )
                     if urgent:
                         dispatch(pool, urgent, lane)
-                if rescue_lane_free([lane for _, lane in in_flight.values()], quiet):
+                if rescue_lane_free(live_lanes(in_flight.values()), quiet):
                     # A stream may become urgent while every worker is busy and nothing arrives: wake for it then.
                     wake_at = engine.scheduler.next_urgent_at(URGENT_WITHIN_S)
             if not in_flight:
@@ -78,6 +96,25 @@ def run_pipelined(engine: Engine) -> None:
                     return
                 continue
             engine.wait_for_work(lambda: any(f.done() for f in in_flight), wait_s(wake_at))
+
+
+def live_lanes(work: Iterable[tuple[list[Request], Lane]], *, background: bool = False) -> list[Lane]:
+    """The lanes of the work in flight, the background lanes left out (or only those, with ``background``)."""
+    return [lane for _, lane in work if (lane == "background") == background]
+
+
+def idle_priority() -> None:
+    """Make the calling thread run only on CPU nothing else wants (Linux: SCHED_IDLE for this thread alone; else
+    nice 19). A thread may always lower its own priority; it could not raise it back, and never needs to."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 19)  # Linux: 0 is the calling thread
+    except (AttributeError, OSError) as e:
+        log.warning("background lanes run at normal priority: %r", e)
 
 
 def rescue_lane_free(busy: list[Lane], quiet: bool) -> bool:

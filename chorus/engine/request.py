@@ -67,6 +67,9 @@ class Request:
     # Audio the layers above the engine keep back from this request's client beyond what every stream's delivery
     # margin covers (its resampler's filter delay): its deadlines come that much earlier.
     hold_back_s: float = 0.0
+    # Nobody listens while it is made (a batch job's item): the pipelined engine runs it only on CPU that live
+    # requests leave idle (its background lanes), and admission control plans live streams without it.
+    background: bool = False
     status: RequestStatus = RequestStatus.WAITING
     slot: SlotState | None = None
     crossfader: Crossfader | None = None

@@ -81,15 +81,21 @@ class Scheduler:
         return admitted
 
     def pick(
-        self, budget_s: float | None = None, *, urgent_within_s: float | None = None, newcomers: bool | None = None
+        self,
+        budget_s: float | None = None,
+        *,
+        urgent_within_s: float | None = None,
+        newcomers: bool | None = None,
+        background: bool | None = None,
     ) -> list[Request]:
         """The running requests the next step advances (none already in flight on a worker).
 
         ``budget_s``: compute seconds this step may plan (None = every ready slot).
         ``urgent_within_s``: only newcomers and streams that must start within this many seconds to be in
         time (the urgent lanes); ``newcomers``: True for newcomers only, False for playing streams only.
+        ``background``: True for background requests only (nobody listens: batch jobs), False for the others.
         """
-        ready = self._ready()
+        ready = self._ready(background)
         if budget_s is None or self.config.mode == "static":
             return ready
         costs = self._costs(ready)
@@ -102,7 +108,8 @@ class Scheduler:
             ready = [r for r in ready if starting[id(r)] or latest_start[id(r)] < horizon]
         if newcomers is not None:
             ready = [r for r in ready if starting[id(r)] == newcomers]
-        ready.sort(key=lambda r: (latest_start[id(r)], -r.priority, r.sequence))
+        # Background requests (nobody listens) only after every live one: in lockstep they get what budget is left.
+        ready.sort(key=lambda r: (r.background, latest_start[id(r)], -r.priority, r.sequence))
         picked: list[Request] = []
         spent = 0.0
         for req in ready:
@@ -119,13 +126,20 @@ class Scheduler:
         if self.config.step_budget_s is None or self.config.mode == "static":
             return None
         due_by = time.monotonic() + self.config.first_audio_target_s
-        playing = [r for r in self._ready() if not r.is_starting(due_by)]
+        playing = [r for r in self._ready(background=False) if not r.is_starting(due_by)]
         starts = self._latest_starts(playing, self._costs(playing))
         return min(starts.values()) - urgent_within_s if starts else None
 
-    def _ready(self) -> list[Request]:
-        """Running requests a worker may step now (not finished, not in flight)."""
-        return [r for r in self.running if r.slot is not None and not r.slot.is_finished and not r.in_flight]
+    def _ready(self, background: bool | None = None) -> list[Request]:
+        """Running requests a worker may step now (not finished, not in flight); ``background`` as in ``pick``."""
+        return [
+            r
+            for r in self.running
+            if r.slot is not None
+            and not r.slot.is_finished
+            and not r.in_flight
+            and (background is None or r.background == background)
+        ]
 
     def _costs(self, ready: list[Request]) -> dict[int, float]:
         """Each request's estimated next step (by ``id``)."""

@@ -38,6 +38,7 @@ def order_of(spec: dict[str, Any], *, tenant_id: str, priority: int) -> SpeechOr
         item.voice,
         params,
         priority=priority,
+        background=True,
         tenant_id=tenant_id,
         text_param="input",
         response_format=item.response_format,

@@ -63,11 +63,13 @@ def submit(
     timeout_s: float | None = None,
     params: SynthesisParams | None = None,
     voice: str | None = None,
+    background: bool = False,
 ) -> tuple[Request, Collector]:
     sink = Collector()
     voice = voice or engine.backend.voices()[0].voice_id
     inp = SpeechInput(request_id, text, voice, params or SynthesisParams())
-    req = Request(inp, sink, prepared=engine.backend.preprocess(inp), priority=priority, timeout_s=timeout_s)
+    prepared = engine.backend.preprocess(inp)
+    req = Request(inp, sink, prepared=prepared, priority=priority, timeout_s=timeout_s, background=background)
     engine.add_request(req)
     return req, sink
 

@@ -353,3 +353,23 @@ def test_a_newcomer_queues_behind_those_being_prepared_before_it_of_no_lower_pri
     preparing.leave(a)
     preparing.leave(a)  # idempotent
     assert preparing.chars_ahead(-1) == 47 and len(preparing) == 2
+
+
+def test_a_background_request_leaves_live_newcomers_the_whole_machine() -> None:
+    # The only worker is taken by a 2 s request. A live one behind it would be refused (test above); a background
+    # one (a batch job's item) is not planned on: the live newcomer starts at once and goes first.
+    engine, _ = _saturating_engine(max_queue_wait_s=0.5)
+    engine.start()
+    try:
+        _, job = submit(engine, " ".join(["word"] * 20), "job", background=True)
+        deadline = time.monotonic() + 5
+        while not job.outputs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _, live = submit(engine, "two words", "live")
+        wait_final([live])
+        assert job.status is None  # still running: the live request did not wait for it
+        wait_final([job])
+    finally:
+        engine.shutdown()
+    assert live.status == RequestStatus.FINISHED_STOPPED and job.status == RequestStatus.FINISHED_STOPPED
+    assert engine.metrics.snapshot()["ttfa_s"]["count"] == 1  # type: ignore[index]  # the job's is nobody's TTFA

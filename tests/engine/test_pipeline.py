@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from chorus.engine.pipeline import idle_priority
 from chorus.engine.request import RequestStatus
 from chorus.errors import EngineDeadError
 from chorus.models.base import SlotState, StepOutput
@@ -113,3 +115,53 @@ def test_a_stream_that_becomes_urgent_while_every_worker_is_busy_is_rescued_in_t
     engine.shutdown()
     np.testing.assert_array_equal(stream.audio(), expected_audio("one two three"))
     assert len(events.late) == 2 and max(events.late) < 0  # each next frame came before the last one ran out
+
+
+@dataclass
+class LaneRecordingBackend(SlowTextBackend):
+    """Notes, for every slot it steps, the thread that stepped it and that thread's scheduling policy."""
+
+    lanes: list[tuple[str, str, int]] = field(default_factory=list)  # (request text, thread name, policy)
+
+    def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
+        policy = os.sched_getscheduler(0)
+        name = threading.current_thread().name
+        self.lanes.extend((s.text, name, policy) for s in slots if isinstance(s, FakeSlot))
+        return super().step(slots)
+
+
+def test_background_requests_run_only_on_idle_priority_lanes_and_never_take_a_live_lane() -> None:
+    backend = LaneRecordingBackend(is_compute_bound=True, num_workers=2, slow_s=0.3)
+    engine = make_engine(backend, max_slots=8, step_budget_s=0.001)
+    engine.start()
+    jobs = [submit(engine, f"slow job {i}", f"job-{i}", background=True)[1] for i in range(3)]
+    time.sleep(0.05)  # both background lanes hold a job's window; the third job waits for one of them
+    lives = [submit(engine, f"one two three {i}", f"live-{i}")[1] for i in range(2)]
+    wait_final(lives)
+    assert any(s.status is None for s in jobs)  # live requests finished while jobs were still running
+    wait_final(jobs)
+    engine.shutdown()
+    for i, sink in enumerate(jobs):
+        np.testing.assert_array_equal(sink.audio(), expected_audio(f"slow job {i}"))
+    for i, sink in enumerate(lives):
+        np.testing.assert_array_equal(sink.audio(), expected_audio(f"one two three {i}"))
+    background = [(name, policy) for text, name, policy in backend.lanes if text.startswith("slow job")]
+    live = [(name, policy) for text, name, policy in backend.lanes if text.startswith("one two")]
+    assert background and all(n.startswith("chorus-background") and p == os.SCHED_IDLE for n, p in background)
+    # Live windows went to the ordinary lanes (both free of background work), at the normal policy.
+    assert live and all(n.startswith("chorus-lane") and p == os.SCHED_OTHER for n, p in live)
+    assert len({n for n, _ in background}) == 2  # as many background lanes as workers
+
+
+def test_idle_priority_lowers_only_the_calling_thread() -> None:
+    seen: list[int] = []
+
+    def lower() -> None:
+        idle_priority()
+        seen.append(os.sched_getscheduler(0))
+
+    thread = threading.Thread(target=lower)
+    thread.start()
+    thread.join()
+    assert seen == [os.SCHED_IDLE]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this thread (and the process) untouched
