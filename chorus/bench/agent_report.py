@@ -243,8 +243,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     out = [
         f"### chorus bench-agent, {report['started_at']}",
         "",
-        f"`{report['command']}` — commit {m.get('commit') or '?'}; {m['usable_cpus']} CPU cores (client and server "
-        f"share them), Python {m['python']}, {m['platform']}; load average at start {m['loadavg_at_start'][0]:.2f}.",
+        f"`{report['command']}` — commit {m.get('commit') or '?'}; {m['usable_cpus']} CPU cores, "
+        f"{m.get('cpu') or 'CPU not recorded'} (client and server share them), Python {m['python']}, "
+        f"{m['platform']}; load average at start {m['loadavg_at_start'][0]:.2f}.",
         "",
         f"Server: `{report['server']['command']}` with {_settings_text(report['server']['config'])} (all else "
         "default). Each session: "

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from chorus.bench.load import git_commit
+from chorus.bench.load import cpu_model, git_commit
 from chorus.bench.servers import Server, running
 from chorus.bench.workloads import Measurement, measure, wait_idle, warm_up
 
@@ -103,7 +103,8 @@ def _stat(values: list[float | None]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     lines = [
-        f"commit {report['commit']}, {report['cores']} cores, {report['repeats']} interleaved repeats; "
+        f"commit {report['commit']}, {report['cores']} cores ({report.get('cpu') or 'CPU not recorded'}), "
+        f"{report['repeats']} interleaved repeats; "
         "cells: median (min-max)",
         "",
         f"| N | {'fine-tune' if report.get('fine_tune') else 'job'} | TTFA p50 s | TTFA p95 s | underruns | 429 | "
@@ -188,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "commit": git_commit(),
         "cores": os.cpu_count(),
+        "cpu": cpu_model(),
         "repeats": repeats,
         "sizes": sizes,
         "runs": runs,

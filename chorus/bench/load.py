@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,3 +41,23 @@ def git_commit(path: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}+dirty" if dirty else commit
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU, as exactly as /proc/cpuinfo tells (a virtual machine's model name can be as vague as "AMD EPYC":
+    family and model tell its generation), and whether it has AVX-512; numbers from two CPUs do not compare."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    if "avx512f" in fields.get("flags", "").split():
+        name += ", AVX-512"
+    return name

@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from chorus.bench.load import busy_cores, git_commit
+from chorus.bench.load import busy_cores, cpu_model, git_commit
 from chorus.bench.output import render_text, write_files
 from chorus.bench.report import capacities, capacity_search, capacity_values, ratios, summarize_all
 from chorus.bench.servers import DEFAULT_SYSTEMS, SYSTEMS, Server, describe, running
@@ -149,6 +149,7 @@ def _machine() -> dict[str, Any]:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "loadavg_at_start": os.getloadavg(),
         "commit": git_commit(),
         "versions": {d: ver(d) for d in ("chorus-tts", "piper-tts", "onnxruntime", "httpx")},

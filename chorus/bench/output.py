@@ -38,7 +38,8 @@ def _conditions(report: dict[str, Any]) -> str:
     m, s = report["machine"], report["settings"]
     busy = f"; {s['busy_cores']} core(s) kept busy by another process" if s.get("busy_cores") else ""
     return (
-        f"{m['usable_cpus']} CPU cores, Python {m['python']}, {m['platform']}, commit {m.get('commit') or '?'}; "
+        f"{m['usable_cpus']} CPU cores ({m.get('cpu') or 'CPU not recorded'}), Python {m['python']}, "
+        f"{m['platform']}, commit {m.get('commit') or '?'}; "
         f"systems: {', '.join(s['systems'])}; {s['repeats']} repeat(s), interleaved (every system once per repeat); "
         f"cells are median (min–max) over repeats; ratios are taken within each repeat{busy}. "
         "TTFA = time from sending a request to its first audio byte; a 429 or a failure counts as no audio."

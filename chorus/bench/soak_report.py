@@ -87,7 +87,8 @@ def numbers(report: dict[str, Any]) -> list[list[str]]:
 def conditions(report: dict[str, Any]) -> str:
     m, s = report["machine"], report["settings"]
     return (
-        f"{m['usable_cpus']} CPU cores, Python {m['python']}, {m['platform']}, commit {m.get('commit') or '?'}; "
+        f"{m['usable_cpus']} CPU cores ({m.get('cpu') or 'CPU not recorded'}), Python {m['python']}, "
+        f"{m['platform']}, commit {m.get('commit') or '?'}; "
         f"chorus serve with worker.max_slots {s['max_slots']} (queue_limit {s['queue_limit']}, max_queue_wait_s "
         f"{s['max_queue_wait_s']:g}); flood of {s['clients']} callers x {_s(report['flood']['audio_s_per_200']['p50'])}"
         f" s of speech; soak of {s['soak_streams']} streams for {s['soak_s']:g} s after a {s['warmup_s']:g} s "
