@@ -181,7 +181,10 @@ class SpeechService:
         self._prep_loop: asyncio.AbstractEventLoop | None = None
 
     def _timeout(self, order: SpeechOrder) -> float | None:
-        """The request's time limit: the caller's own, capped by the server's."""
+        """The request's time limit: the caller's own, capped by the server's (which is for callers waiting: a
+        background order, a job's item, waits for idle CPU as long as live work keeps the cores, under its lease)."""
+        if order.background:
+            return order.timeout_s
         return _shortest(order.timeout_s, self.limits.request_timeout_s)
 
     def _preparing(self) -> asyncio.Semaphore:

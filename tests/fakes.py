@@ -122,3 +122,15 @@ class FakePlannerBackend(FakeBackend):
 
     def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
         return [replace(out, cpu_s=self.cost_per_step) for out in super().step(slots)]
+
+
+@dataclass
+class SlowTextBackend(FakeBackend):
+    """Steps of a slot whose text has ``slow`` take ``slow_s`` (a long window holding a worker)."""
+
+    slow_s: float = 1.2
+
+    def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
+        if any(isinstance(s, FakeSlot) and "slow" in s.text for s in slots):
+            threading.Event().wait(self.slow_s)
+        return super().step(slots)

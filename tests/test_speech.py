@@ -10,7 +10,7 @@ import pytest
 
 from chorus.audio.resample import hold_back_s
 from chorus.errors import InvalidRequestError, QueueFullError
-from chorus.speech import SpeechOrder
+from chorus.speech import SpeechLimits, SpeechOrder
 from tests.engine.helpers import make_engine, speech_service
 from tests.fakes import FakeBackend, expected_audio
 
@@ -117,3 +117,14 @@ def test_a_request_resampled_for_its_client_is_due_earlier_by_what_the_resampler
     held = {rid: client.engine._by_id[rid].hold_back_s for rid in ("engine-rate", "resampled")}
     assert held == {"engine-rate": 0.0, "resampled": hold_back_s(22050, 24000)}
     assert held["resampled"] > 0.01
+
+
+def test_the_servers_time_limit_is_for_callers_not_for_background_orders() -> None:
+    client, speech = speech_service(make_engine(FakeBackend()))  # not started: requests wait
+    speech.limits = SpeechLimits(max_input_chars=100_000, request_timeout_s=30.0)
+    asyncio.run(speech.open(SpeechOrder(TEXT, request_id="live")))
+    asyncio.run(speech.open(SpeechOrder(TEXT, request_id="job-item", background=True)))
+    asyncio.run(speech.open(SpeechOrder(TEXT, request_id="job-own-limit", background=True, timeout_s=5.0)))
+    requests = {rid: client.engine._by_id[rid] for rid in ("live", "job-item", "job-own-limit")}
+    assert {rid: r.timeout_s for rid, r in requests.items()} == {"live": 30.0, "job-item": None, "job-own-limit": 5.0}
+    assert [r.background for r in requests.values()] == [False, True, True]

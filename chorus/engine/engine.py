@@ -6,6 +6,7 @@ Nothing here knows asyncio. Other threads talk to the engine through ``add_reque
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -280,7 +281,10 @@ class Engine:
     def execute(self, batch: list[Request]) -> tuple[list[StepOutput], float]:
         """The one batched backend call (thread-safe for disjoint batches: pipelined workers call it)."""
         t0 = time.perf_counter()
-        with self.steps.timing():
+        # A background lane's step gets only CPU live work leaves idle: under a long overload it may wait minutes,
+        # which is no stall, so the watchdog does not time it (a backend that hangs hangs live steps as well).
+        timing = contextlib.nullcontext() if all(r.background for r in batch) else self.steps.timing()
+        with timing:
             outputs = self.backend.step([r.slot for r in batch if r.slot is not None])
         if len(outputs) != len(batch):
             raise RuntimeError(f"backend returned {len(outputs)} outputs for {len(batch)} slots")

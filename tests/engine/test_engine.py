@@ -20,7 +20,7 @@ from chorus.errors import (
 )
 from chorus.speech import SpeechOrder
 from tests.engine.helpers import make_engine, run_until_idle, speech_service, submit, wait_final
-from tests.fakes import FRAME_SAMPLES, FakeBackend, FakePlannerBackend, expected_audio
+from tests.fakes import FRAME_SAMPLES, FakeBackend, FakePlannerBackend, SlowTextBackend, expected_audio
 
 TEN = "one two three four five six seven eight nine ten"
 
@@ -253,3 +253,17 @@ def test_the_watchdog_leaves_slow_but_moving_steps_alone() -> None:
     assert all(s.status == RequestStatus.FINISHED_STOPPED for s in sinks)
     assert engine.is_alive() and engine.steps.stalled_for_s() == 0.0
     engine.shutdown()
+
+
+def test_the_watchdog_does_not_time_background_steps() -> None:
+    # A background lane's step gets only idle CPU: under live overload it may wait far past the stall limit.
+    backend = SlowTextBackend(is_compute_bound=True, num_workers=2, slow_s=0.8)
+    engine = make_engine(backend, stall_timeout_s=0.3, step_budget_s=0.001)
+    assert engine.is_pipelined
+    engine.start()
+    _, job = submit(engine, "slow job", "job", background=True)
+    wait_final([job], timeout_s=10)
+    assert job.status == RequestStatus.FINISHED_STOPPED and engine.is_alive()
+    _, live = submit(engine, "slow live", "live")  # the same step on a live lane is a stall
+    wait_final([live], timeout_s=10)
+    assert live.status == RequestStatus.FINISHED_ERROR and not engine.is_alive()

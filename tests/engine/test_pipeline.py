@@ -15,7 +15,7 @@ from chorus.engine.request import RequestStatus
 from chorus.errors import EngineDeadError
 from chorus.models.base import SlotState, StepOutput
 from tests.engine.helpers import make_engine, submit, wait_final
-from tests.fakes import FakeBackend, FakeSlot, expected_audio
+from tests.fakes import FakeBackend, FakeSlot, SlowTextBackend, expected_audio
 
 WORDS = "one two three four five six seven eight nine ten eleven twelve"
 
@@ -65,18 +65,6 @@ def test_a_failing_lane_kills_the_engine_and_fails_everyone() -> None:
     wait_final(sinks)
     assert all(isinstance(s.final.error, EngineDeadError) for s in sinks)  # type: ignore[union-attr]
     assert not engine.is_alive()
-
-
-@dataclass
-class SlowTextBackend(FakeBackend):
-    """Steps of a slot whose text has ``slow`` take ``slow_s`` (a long window holding a worker)."""
-
-    slow_s: float = 1.2
-
-    def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
-        if any(isinstance(s, FakeSlot) and "slow" in s.text for s in slots):
-            threading.Event().wait(self.slow_s)
-        return super().step(slots)
 
 
 class LateChunks:
