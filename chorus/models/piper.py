@@ -351,7 +351,7 @@ class PiperBackend:
         if s.prior is None:
             phoneme_ids = s.inp.phoneme_ids[s.segment_index]
             noise = s.noise or SegmentNoise(0, graph.latent_channels)
-            s.prior, durations = graph.encode_prior(phoneme_ids, s.scales, None, noise, s.segment_index)
+            s.prior, durations = graph.encode(phoneme_ids, s.scales, None, noise, s.segment_index, flow=False)
             enc_s = time.thread_time() - cpu0
             ids = len(phoneme_ids)
             self.costs.observe_durations(ids, int(s.prior.shape[2]), float(s.scales[1]))

@@ -146,22 +146,14 @@ class PiperGraph:
         speaker_id: int | None,
         noise: SegmentNoise,
         segment: int = 0,
+        *,
+        flow: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Phoneme ids → (latent [1, C, T] with T = frames, frames per phoneme id [N]), with the noise of
-        ``noise`` for segment ``segment`` (so the same seed and segment give the same latent)."""
-        prior, durations = self.encode_prior(phoneme_ids, scales, speaker_id, noise, segment)
-        return (prior if self.flow is None else self.run_flow(prior, speaker_id)), durations
+        ``noise`` for segment ``segment`` (so the same seed and segment give the same latent).
 
-    def encode_prior(
-        self,
-        phoneme_ids: list[int],
-        scales: np.ndarray,
-        speaker_id: int | None,
-        noise: SegmentNoise,
-        segment: int = 0,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """As ``encode``, but the first output is the flow's input (the prior's frames, [1, C, T]): the latent
-        comes from ``run_flow`` on it, whole or in windows. With no separate flow it is the latent itself."""
+        ``flow=False``: the first output is the flow's input instead (the prior's frames, [1, C, T]), for
+        ``run_flow`` to turn into the latent, whole or in windows (with no separate flow: the latent itself)."""
         num_ids = len(phoneme_ids)
         feeds: dict[str, np.ndarray] = {
             "input": np.asarray([phoneme_ids], dtype=np.int64),
@@ -183,7 +175,10 @@ class PiperGraph:
                 if bound > MAX_NOISE_FRAMES:
                     raise
                 bound *= 4
-        return latent, np.asarray(durations, dtype=np.float64).reshape(-1).astype(np.int64)
+        frames = np.asarray(durations, dtype=np.float64).reshape(-1).astype(np.int64)
+        if flow and self.flow is not None:
+            latent = self.run_flow(latent, speaker_id)
+        return latent, frames
 
     def run_flow(self, prior_window: np.ndarray, speaker_id: int | None) -> np.ndarray:
         """Prior frames [1, C, W] → latent frames [1, C, W]; exact for the frames ``flow_context_frames`` or more

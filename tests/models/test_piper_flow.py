@@ -44,7 +44,7 @@ def _speak(piper: PiperBackend, slot: PiperSlot) -> np.ndarray:
 def prior(piper: PiperBackend) -> np.ndarray:
     ids = piper.preprocess(SpeechInput("t", TEXT, piper.voice_id)).phoneme_ids[1]
     scales = np.asarray([0.667, 1.0, 0.8], dtype=np.float32)
-    out, _ = piper.graph.encode_prior(ids, scales, None, SegmentNoise(3, piper.graph.latent_channels))
+    out, _ = piper.graph.encode(ids, scales, None, SegmentNoise(3, piper.graph.latent_channels), flow=False)
     assert out.shape[2] > 150
     return out
 
