@@ -68,11 +68,11 @@ def run_pipelined(engine: Engine) -> None:
                 outputs, duration = future.result()  # a backend failure propagates: the engine dies
                 engine.complete(batch, outputs, duration)
             engine.prepare()  # after completions: the slots they freed go to waiting requests at once
-            busy_background = live_lanes(in_flight.values(), background=True).count("background")
+            busy_background = lanes_of(in_flight.values(), background=True).count("background")
             while busy_background < lanes and (batch := engine.scheduler.pick(budget, background=True)):
                 dispatch(background, batch, "background")
                 busy_background += 1
-            busy = live_lanes(in_flight.values())
+            busy = lanes_of(in_flight.values())
             busy_regular = busy.count("regular")
             while busy_regular < lanes and (batch := engine.scheduler.pick(budget, background=False)):
                 dispatch(pool, batch, "regular")
@@ -88,7 +88,7 @@ def run_pipelined(engine: Engine) -> None:
                     )
                     if urgent:
                         dispatch(pool, urgent, lane)
-                if rescue_lane_free(live_lanes(in_flight.values()), quiet):
+                if rescue_lane_free(lanes_of(in_flight.values()), quiet):
                     # A stream may become urgent while every worker is busy and nothing arrives: wake for it then.
                     wake_at = engine.scheduler.next_urgent_at(URGENT_WITHIN_S)
             if not in_flight:
@@ -98,8 +98,8 @@ def run_pipelined(engine: Engine) -> None:
             engine.wait_for_work(lambda: any(f.done() for f in in_flight), wait_s(wake_at))
 
 
-def live_lanes(work: Iterable[tuple[list[Request], Lane]], *, background: bool = False) -> list[Lane]:
-    """The lanes of the work in flight, the background lanes left out (or only those, with ``background``)."""
+def lanes_of(work: Iterable[tuple[list[Request], Lane]], *, background: bool = False) -> list[Lane]:
+    """The lanes of the work in flight: the live ones (or the background ones, with ``background``)."""
     return [lane for _, lane in work if (lane == "background") == background]
 
 

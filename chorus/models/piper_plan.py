@@ -118,7 +118,7 @@ def plan_windows(
     frame_seconds: float,
     context: int,
     limit: int | None = None,
-    flow_context: int | None = 0,
+    flow_context: int | None = None,
 ) -> tuple[Window, ...]:
     """The remaining windows of the request at ``pos``, in order (at most ``limit`` of them), each decoded with
     ``context`` frames on either side; ``flow_context``: the flow's (None: the encoder gives the latent)."""
