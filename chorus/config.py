@@ -78,6 +78,10 @@ class WorkerConfig(_Section):
     # CPU: a stream's next audio is planned to leave the engine this long before its client would run dry (the
     # trip to the client: encoding, the event loop, the network).
     delivery_margin_ms: float = Field(default=100.0, ge=0, le=10_000)
+    # CPU: a playing stream is kept up to this far ahead of its client besides, built from a quarter of the audio
+    # it has sent (after 2 s of audio, 0.5 s ahead). Admission plans it, so a machine that slows for a moment (a
+    # VM's noisy neighbour) eats into every stream's lead instead of making it run dry. 0 = just in time.
+    lead_ms: float = Field(default=500.0, ge=0, le=10_000)
     # Admission control on CPU: streams generating at once are held to max_load x the real-time capacity
     # of the workers (measured online); newcomers beyond it wait in the queue instead of making every
     # running stream stutter. 0 = off (only max_slots applies). 0.95: 5 % of the cores are left for what the

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chorus.engine.cpuload import CpuLoad, CpuReading
-from chorus.engine.request import Request
+from chorus.engine.request import NO_LEAD, Lead, Request
 from chorus.models.base import Window, WorkPlanner
 
 # Other processes using this many cores' worth make the machine busy: the pipelined engine's extra lanes would
@@ -48,6 +48,7 @@ class StreamPlan:
     windows: tuple[Window, ...]
     next_due: float | None = None
     starting: bool = False  # admitted, no audio yet: its first window goes to the newcomer lane too
+    sent_s: float = 0.0  # audio sent so far: how far ahead its lead has grown (see Lead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class AdmissionConfig:
     max_load: float = 1.0  # the share of the cores left to the workers that streams may plan on
     first_audio_s: float = 0.25  # a newcomer's first window is due this long after its admission
     delivery_margin_s: float = 0.0  # a running stream's window is due this long before its client runs dry
+    lead: Lead = NO_LEAD  # ... and kept this far ahead of it besides, once playing
     # The pipelined engine's newcomer lane runs a newcomer's first window as soon as it is admitted, beside the
     # workers (time-sharing the cores): no window a worker started first blocks it. Its CPU still counts.
     newcomer_lane: bool = False
@@ -87,13 +89,20 @@ class AdmissionConfig:
 
 
 def jobs_of(
-    plan: StreamPlan, start: float, first_audio_s: float, budget: Budget, *, newcomer_lane: bool = False
+    plan: StreamPlan,
+    start: float,
+    first_audio_s: float,
+    budget: Budget,
+    *,
+    newcomer_lane: bool = False,
+    lead: Lead = NO_LEAD,
 ) -> list[Job]:
     """The windows of ``plan`` as jobs, if it is admitted (or running) at ``start``.
 
     A newcomer's first window is due ``first_audio_s`` after ``start``, or as soon as it can be done alone when
     that is longer (a first window cannot be late for a listener who has heard nothing yet); it plays from then.
-    With a ``newcomer_lane``, that first window is not blocked by the workers' windows.
+    With a ``newcomer_lane``, that first window is not blocked by the workers' windows. Each later window is due
+    when the audio before it has played, less the growth of the stream's ``lead`` by then.
     """
     jobs: list[Job] = []
     if not plan.windows:
@@ -101,9 +110,11 @@ def jobs_of(
     first = max(first_audio_s, budget.wall(plan.windows[0]))
     due = start + first if plan.next_due is None else plan.next_due
     lane = newcomer_lane and (plan.next_due is None or plan.starting)
+    sent = plan.sent_s
     for window in plan.windows:
         jobs.append((due, budget.demand(window), budget.wall(window), lane))
-        due += window.audio_s
+        due += window.audio_s - (lead(sent + window.audio_s) - lead(sent))
+        sent += window.audio_s
         lane = False
     return jobs
 
@@ -243,7 +254,7 @@ class AdmissionController:
 
     def _jobs(self, plan: StreamPlan, start: float, budget: Budget) -> list[Job]:
         lane = self.config.newcomer_lane and budget.newcomer_lane
-        return jobs_of(plan, start, self.config.first_audio_s, budget, newcomer_lane=lane)
+        return jobs_of(plan, start, self.config.first_audio_s, budget, newcomer_lane=lane, lead=self.config.lead)
 
     def _admit(self, streams: list[list[Job]], candidates: Sequence[StreamPlan], now: float, budget: Budget) -> int:
         if not any(streams) and candidates:
@@ -312,7 +323,9 @@ class PlannedAdmission:
             return StreamPlan(())
         windows = self.planner.plan(req.slot)
         if req.first_audio_time is not None:
-            return StreamPlan(windows, req.deadline(self.sample_rate, margin_s=self.config.delivery_margin_s))
+            cfg = self.config
+            due = req.deadline(self.sample_rate, margin_s=cfg.delivery_margin_s, lead=cfg.lead)
+            return StreamPlan(windows, due, sent_s=req.num_samples_sent / self.sample_rate)
         # Admitted, no audio yet: due when its target says, or as soon as its first window can be done from now.
         admitted = req.admitted_time if req.admitted_time is not None else now
         soonest = now + (budget.wall(windows[0]) if windows else 0.0)

@@ -18,6 +18,9 @@ class EngineConfig:
     # CPU backends: a stream's next audio is planned to leave the engine this long before its client would run
     # dry, for the trip to the client (encoding, the event loop, the network).
     delivery_margin_s: float = 0.1
+    # CPU backends: a playing stream is kept up to this far ahead of its client besides (chorus.engine.request.Lead),
+    # a cushion against a machine that slows for a moment.
+    lead_s: float = 0.0
     # Admission control on CPU backends (chorus.engine.admission): the share of the workers' compute that
     # running streams may plan on (None = off, only max_slots applies).
     max_load: float | None = 1.0

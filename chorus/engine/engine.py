@@ -23,7 +23,7 @@ from chorus.engine.config import EngineConfig, RequestInfo
 from chorus.engine.forecast import Forecast
 from chorus.engine.metrics import EngineMetrics
 from chorus.engine.pipeline import run_pipelined
-from chorus.engine.request import Request, RequestOutput, RequestStatus
+from chorus.engine.request import Lead, Request, RequestOutput, RequestStatus
 from chorus.engine.scheduler import Scheduler, SchedulerConfig
 from chorus.engine.watchdog import StepClock, watch
 from chorus.errors import (
@@ -46,6 +46,7 @@ class Engine:
         self.backend = backend
         self.config = config
         budget = config.step_budget_s if backend.is_compute_bound else None
+        lead = Lead(config.lead_s)
         sched = SchedulerConfig(
             config.max_slots,
             config.mode,
@@ -53,6 +54,7 @@ class Engine:
             backend.num_workers,
             config.first_audio_target_s,
             config.delivery_margin_s,
+            lead,
         )
         self.admission: PlannedAdmission | None = None
         if (
@@ -66,6 +68,7 @@ class Engine:
                 config.max_load,
                 config.first_audio_target_s,
                 config.delivery_margin_s,
+                lead,
                 newcomer_lane=self.is_pipelined,
             )
             self.admission = PlannedAdmission(backend, admission, backend.sample_rate, usable_cores())

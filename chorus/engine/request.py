@@ -51,6 +51,25 @@ class RequestOutput:
 Sink = Callable[[RequestOutput], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """How far ahead of its client a playing stream is kept beyond the delivery margin: ``rate`` of the audio sent
+    so far, up to ``max_s``. A cushion for what no estimate sees coming: a machine that slows for a few seconds
+    (a noisy neighbour on a VM) eats into every stream's lead instead of making it run dry. It is built while the
+    stream starts (its first windows are due up to ``1 / (1 - rate)`` times faster than real time) and then costs
+    nothing: a stream kept a constant time ahead needs the same CPU per second as one kept just in time. Admission
+    plans it, so load cannot spend it on newcomers."""
+
+    max_s: float = 0.0
+    rate: float = 0.25
+
+    def __call__(self, sent_s: float) -> float:
+        return min(self.max_s, self.rate * max(0.0, sent_s))
+
+
+NO_LEAD = Lead()
+
+
 @dataclass(eq=False)
 class Request:
     """A request's state inside the engine: written by the scheduler and the engine, read by no one else."""
@@ -92,12 +111,14 @@ class Request:
     def request_id(self) -> str:
         return self.input.request_id
 
-    def deadline(self, sample_rate: int, first_audio_target_s: float = 0.0, margin_s: float = 0.0) -> float:
+    def deadline(
+        self, sample_rate: int, first_audio_target_s: float = 0.0, margin_s: float = 0.0, lead: Lead = NO_LEAD
+    ) -> float:
         """When this stream needs its next audio.
 
         Running: when its client runs out of audio, playing from its first byte (or from ``plays_at``, if later)
         in real time, less ``margin_s`` for the trip from the engine to the client (encoding, the event loop,
-        the network) and less the request's own ``hold_back_s``.
+        the network), less the request's own ``hold_back_s`` and less the ``lead`` it is kept ahead by now.
         Waiting for its first audio: ``first_audio_target_s`` after it got its slot (after arrival while it has
         none), or when its client starts playing it (``plays_at``), if later. A request that waited in the queue
         is not more urgent than the streams already playing: its wait is over, and admission planned its first
@@ -109,7 +130,8 @@ class Request:
             plays_due = self.plays_due(margin_s)
             return due if plays_due is None else max(due, plays_due)
         playing = self.first_audio_time if self.plays_at is None else max(self.first_audio_time, self.plays_at)
-        return playing + self.num_samples_sent / sample_rate - margin_s - self.hold_back_s
+        sent = self.num_samples_sent / sample_rate
+        return playing + sent - margin_s - self.hold_back_s - lead(sent)
 
     def plays_due(self, margin_s: float) -> float | None:
         """When a segment that plays later (``plays_at``) needs its first audio: ``margin_s`` and its own

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from chorus.engine.request import Request, RequestStatus
+from chorus.engine.request import NO_LEAD, Lead, Request, RequestStatus
 from chorus.models.base import SlotState
 
 
@@ -35,6 +35,9 @@ class SchedulerConfig:
     first_audio_target_s: float = 0.25
     # A running stream's audio is due this long before its client runs dry (the trip to the client).
     delivery_margin_s: float = 0.0
+    # ... and a playing stream is kept this far ahead besides (see Lead); only the order of work counts it, not
+    # the urgent lanes: a stream short of its lead is not about to run dry.
+    lead: Lead = NO_LEAD
 
 
 class Scheduler:
@@ -105,7 +108,8 @@ class Scheduler:
         starting = {id(r): r.is_starting(now + target) for r in ready}
         if urgent_within_s is not None:
             horizon = now + urgent_within_s
-            ready = [r for r in ready if starting[id(r)] or latest_start[id(r)] < horizon]
+            dry_start = self._latest_starts(ready, costs, lead=False)
+            ready = [r for r in ready if starting[id(r)] or dry_start[id(r)] < horizon]
         if newcomers is not None:
             ready = [r for r in ready if starting[id(r)] == newcomers]
         # Background requests (nobody listens) only after every live one: in lockstep they get what budget is left.
@@ -127,7 +131,7 @@ class Scheduler:
             return None
         due_by = time.monotonic() + self.config.first_audio_target_s
         playing = [r for r in self._ready(background=False) if not r.is_starting(due_by)]
-        starts = self._latest_starts(playing, self._costs(playing))
+        starts = self._latest_starts(playing, self._costs(playing), lead=False)
         return min(starts.values()) - urgent_within_s if starts else None
 
     def _ready(self, background: bool | None = None) -> list[Request]:
@@ -145,10 +149,12 @@ class Scheduler:
         """Each request's estimated next step (by ``id``)."""
         return {id(r): self._cost(r.slot) if r.slot is not None else 0.0 for r in ready}
 
-    def _latest_starts(self, ready: list[Request], costs: dict[int, float]) -> dict[int, float]:
-        """When each request's next step must start to be done by its deadline (by ``id``)."""
+    def _latest_starts(self, ready: list[Request], costs: dict[int, float], *, lead: bool = True) -> dict[int, float]:
+        """When each request's next step must start to be done by its deadline (by ``id``); without ``lead``, by
+        when its client would otherwise run dry (less the delivery margin)."""
         target, margin = self.config.first_audio_target_s, self.config.delivery_margin_s
-        return {id(r): r.deadline(self._sample_rate, target, margin) - costs[id(r)] for r in ready}
+        ahead = self.config.lead if lead else NO_LEAD
+        return {id(r): r.deadline(self._sample_rate, target, margin, ahead) - costs[id(r)] for r in ready}
 
     @property
     def step_budget_s(self) -> float | None:

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from chorus.config import Settings
 from chorus.engine.admission import (
     BUSY_OTHERS_CORES,
     AdmissionConfig,
@@ -17,13 +18,14 @@ from chorus.engine.admission import (
     fits,
     jobs_of,
 )
+from chorus.engine.builder import engine_config
 from chorus.engine.client import Preparing
 from chorus.engine.cpuload import MAX_OVERHEAD, CpuLoad, machine_busy_s
 from chorus.engine.engine import Engine
 from chorus.engine.forecast import Forecast
-from chorus.engine.request import RequestStatus
+from chorus.engine.request import Lead, Request, RequestStatus
 from chorus.errors import QueueFullError
-from chorus.models.base import Window
+from chorus.models.base import SpeechInput, Window
 from tests.engine.helpers import Collector, make_engine, submit, wait_final
 from tests.fakes import FakePlannerBackend
 
@@ -33,6 +35,37 @@ def test_jobs_of_a_running_stream_are_due_as_its_audio_runs_out() -> None:
     jobs = jobs_of(plan, 10.0, 0.25, Budget(capacity=1.0))
     assert [j[:3] for j in jobs] == pytest.approx([(12.0, 0.1, 0.1), (13.0, 0.2, 0.2), (15.0, 0.3, 0.3)])
     assert not any(j[3] for j in jobs)
+
+
+def test_a_streams_lead_grows_with_its_audio_and_its_windows_come_due_that_much_sooner() -> None:
+    lead = Lead(max_s=0.5, rate=0.25)
+    windows = (Window(1.0, 0.1), Window(1.0, 0.1), Window(1.0, 0.1), Window(1.0, 0.1))
+    # Playing, 1 s sent (lead 0.25 already in next_due): the lead grows 0.25 per second of audio up to 0.5.
+    playing = StreamPlan(windows, next_due=12.0, sent_s=1.0)
+    assert [j[0] for j in jobs_of(playing, 10.0, 0.25, Budget(1.0), lead=lead)] == pytest.approx(
+        [12.0, 12.75, 13.75, 14.75]
+    )
+    # A newcomer: from its first window's due time, at 0.75 s of playing time per second of audio, then 1.
+    newcomer = StreamPlan(windows)
+    assert [j[0] for j in jobs_of(newcomer, 10.0, 0.25, Budget(1.0), lead=lead)] == pytest.approx(
+        [10.25, 11.0, 11.75, 12.75]
+    )
+    assert [j[0] for j in jobs_of(newcomer, 10.0, 0.25, Budget(1.0))] == pytest.approx([10.25, 11.25, 12.25, 13.25])
+
+
+def test_load_cannot_spend_the_streams_lead_on_newcomers() -> None:
+    # One core. A stream playing with its whole lead needs 0.25 s of CPU per 0.5 s of audio, due every 0.5 s. A
+    # newcomer of 0.24 s per 0.5 s fits beside it just in time: by 0.5 m, 0.49 m of CPU. With a 0.5 s lead built at
+    # half of real time, its windows are due at 0.5, 0.75, 1.0, ...: by 1.0, 0.5 + 0.72 > 1.0.
+    running = StreamPlan(tuple(Window(0.5, 0.25) for _ in range(10)), next_due=0.5, sent_s=5.0)
+    newcomer = StreamPlan(tuple(Window(0.5, 0.24) for _ in range(10)))
+    lead = Lead(max_s=0.5, rate=0.5)
+    plain = AdmissionController(AdmissionConfig(first_audio_s=0.5))
+    led = AdmissionController(AdmissionConfig(first_audio_s=0.5, lead=lead))
+    assert plain.admissible([running], [newcomer, newcomer], 0.0, Budget(1.0)) == 1
+    assert led.admissible([running], [newcomer], 0.0, Budget(1.0)) == 0
+    # The lead of a stream that has one is already in its next_due: it does not move its later windows.
+    assert [j[0] for j in jobs_of(running, 0.0, 0.5, Budget(1.0), lead=lead)[:3]] == pytest.approx([0.5, 1.0, 1.5])
 
 
 def test_a_window_costs_its_cpu_times_the_margin_plus_serving_and_takes_longer_on_a_slow_worker() -> None:
@@ -373,3 +406,19 @@ def test_a_background_request_leaves_live_newcomers_the_whole_machine() -> None:
         engine.shutdown()
     assert live.status == RequestStatus.FINISHED_STOPPED and job.status == RequestStatus.FINISHED_STOPPED
     assert engine.metrics.snapshot()["ttfa_s"]["count"] == 1  # type: ignore[index]  # the job's is nobody's TTFA
+
+
+def test_the_workers_lead_setting_reaches_the_order_of_work_and_admission() -> None:
+    backend = FakePlannerBackend(cost_per_step=0.1, step_delay_s=0.1, default_max_slots=8)
+    settings = Settings(worker={"lead_ms": 300})  # type: ignore[arg-type]
+    engine = Engine(backend, engine_config(settings, backend))
+    assert engine.admission is not None
+    assert engine.scheduler.config.lead == engine.admission.config.lead == Lead(max_s=0.3)
+    # A playing stream's plan starts from its deadline with the lead it has by now, and carries what it sent.
+    req = Request(SpeechInput("r", "one two three four", "fake"), sink=lambda _: None)
+    (req.slot,) = backend.prefill([(req.input, None)])
+    req.first_audio_time = time.monotonic()
+    req.num_samples_sent = 800  # 0.8 s at 1 kHz: a lead of 0.2 s
+    plan = engine.admission.running_plan(req, time.monotonic(), engine.admission.budget())
+    assert plan.sent_s == pytest.approx(0.8)
+    assert plan.next_due == pytest.approx(req.first_audio_time + 0.8 - 0.1 - 0.2)  # less 0.1 s delivery margin

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from chorus.engine.request import Request
+from chorus.engine.request import Lead, Request
 from chorus.engine.scheduler import Scheduler, SchedulerConfig
 from chorus.models.base import SpeechInput
 from tests.fakes import FakeSlot
@@ -110,3 +110,29 @@ def test_next_urgent_at_is_when_the_first_playing_stream_must_start_within_the_h
     _running(unbudgeted, "playing", first_audio_ago=1.0, sent_s=1.5)
     unbudgeted.admit()
     assert unbudgeted.next_urgent_at(0.15) is None  # every running slot steps each time: nothing to wait for
+
+
+def test_a_playing_stream_is_kept_its_lead_ahead_but_is_urgent_only_when_about_to_run_dry() -> None:
+    lead = Lead(max_s=0.5, rate=0.25)
+    assert [lead(s) for s in (0.0, 1.0, 2.0, 8.0, -1.0)] == [0.0, 0.25, 0.5, 0.5, 0.0]
+    config = SchedulerConfig(max_slots=8, step_budget_s=0.01, lead=lead)
+    scheduler = Scheduler(config, cost=lambda _: 0.01, sample_rate=1000)
+    # "young" has 0.3 s left and 1 s sent (lead 0.25): due in 0.05 s; "old" has 0.4 s left and 8 s sent (lead
+    # 0.5): due 0.1 s ago. Work goes by the lead ("old" first); the urgent lanes by running dry ("young" first).
+    young = _running(scheduler, "young", first_audio_ago=0.7, sent_s=1.0)
+    old = _running(scheduler, "old", first_audio_ago=7.6, sent_s=8.0)
+    scheduler.admit()
+    now = time.monotonic()
+    assert abs(young.deadline(1000, lead=lead) - (now + 0.05)) < 0.01
+    assert abs(old.deadline(1000, lead=lead) - (now - 0.1)) < 0.01
+    assert [r.request_id for r in scheduler.pick(0.03)] == ["old", "young"]
+    assert [r.request_id for r in scheduler.pick(0.03, urgent_within_s=0.35)] == ["young"]
+    assert [r.request_id for r in scheduler.pick(0.03, urgent_within_s=0.45)] == ["old", "young"]
+    # next_urgent_at: "young" runs dry in 0.3 s, less its 0.01 s step and the 0.15 s horizon
+    assert abs(scheduler.next_urgent_at(0.15) - (now + 0.14)) < 0.01  # type: ignore[operator]
+    young.in_flight = True
+    assert abs(scheduler.next_urgent_at(0.15) - (now + 0.24)) < 0.01  # type: ignore[operator]
+    # A newcomer has sent nothing: no lead yet, its deadline is its first-audio target.
+    newcomer = _running(scheduler, "newcomer", first_audio_ago=None, sent_s=0.0)
+    scheduler.admit()
+    assert newcomer.deadline(1000, 0.25, lead=lead) == newcomer.deadline(1000, 0.25)
