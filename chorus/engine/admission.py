@@ -3,7 +3,8 @@
 A stream is a chain of future steps (windows), each yielding some seconds of audio for some CPU seconds of
 compute (the backend's plan). A running stream's next window is due when its client runs out of audio; each later
 one is due when the audio of the windows before it runs out. A newcomer's first window is due ``first_audio_s``
-from now, and its later windows as if it started playing then.
+from now, and its later windows as if it started playing then. Every window is due earlier by the lead its stream
+is to be kept ahead by then (``Lead``): planned, so that load cannot spend it on newcomers.
 
 The test is EDF's processor-demand bound: taking every window of every stream (running ones plus the candidates)
 by deadline, the CPU due by each deadline must fit in what the machine gives the workers by then; and each stream

@@ -6,9 +6,10 @@ up to ``max_slots`` (continuous mode), or a whole new batch only once the previo
 Picking: on a GPU a step costs about the same for 1 or 64 slots, so every running slot steps. On a
 CPU the cost grows with the batch, so the step takes slots by latest start time (playback deadline
 minus the slot's estimated compute) until the compute budget is spent. A running stream's deadline
-is when its client runs out of audio; a newcomer's is ``first_audio_target_s`` after it arrived. So
-newcomers start fast while there is slack, and a stream about to run dry goes before a newcomer
-(an underrun is worse than a slightly later first byte): the role vLLM's token budget plays for text.
+is when its client runs out of audio (less the lead it is kept ahead by, see ``Lead``); a newcomer's is
+``first_audio_target_s`` after it arrived. So newcomers start fast while there is slack, and a stream about to
+run dry goes before a newcomer (an underrun is worse than a slightly later first byte): the role vLLM's token
+budget plays for text.
 """
 
 from __future__ import annotations
