@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from chorus.finetune.dataset_speakers import CLIP_MARGIN
 from tests.e2e.conftest import Server, start_server, stop_server
 from tests.e2e.consent_flow import give_consent
 from tests.e2e.test_auth import auth, cli, create_key
@@ -133,7 +134,11 @@ def test_a_dataset_is_reported_listed_fetched_and_deleted(site: Site) -> None:
     assert report["transcripts"] == {"sampled": 6, "checked": 6, "mismatched": 1, "unchecked": 0, "max_wer": 0.3}
     speaker = report["speaker"]
     assert speaker["consent_id"] == site.consent and speaker["checked"] == 6 and speaker["threshold"] == 0.75
-    assert all(c["consent_similarity"] > 0.75 and c["others_similarity"] > 0.75 for c in speaker["clips"])
+    # The rule (chorus.finetune.dataset_speakers): a clip alone against the consent is held to the threshold less
+    # CLIP_MARGIN. The consent says the server's random challenge phrase, so a clip's score against it varies from
+    # run to run: the lowest clip scored 0.777-0.878 over four runs, and under 0.75 in one.
+    floor = 0.75 - CLIP_MARGIN
+    assert all(c["consent_similarity"] >= floor and c["others_similarity"] >= 0.75 for c in speaker["clips"])
 
     # A second one, as a .tar.gz, for the list's pages.
     second = site.post(tarred(dataset(PARAGRAPH[5:8], folder="")), name="second", filename="b.tar.gz")
