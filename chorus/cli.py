@@ -29,12 +29,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from chorus.models.registry import build_backend
     from chorus.server.app import create_app
     from chorus.server.auth import check_can_start
+    from chorus.server.malloc import fix_mmap_threshold
     from chorus.server.observability import configure_logging
     from chorus.server.serve import serve
     from chorus.store.keys import KeyStore
 
     settings = _settings(args)
     configure_logging(settings.server.log_level, settings.log.format)
+    fix_mmap_threshold(settings.server.malloc_mmap_threshold_kib)  # before the model's threads and buffers
     # Open the store and load the model before the server binds its port: a bad setting fails here, in one line.
     store = _open_store(settings)
     check_can_start(settings, KeyStore(store[0]))  # keys required (a public bind) but none exists: refuse

@@ -120,6 +120,10 @@ class ServerConfig(_Section):
     # /metrics alone, without a key, on this port of server.host (for Prometheus; let only it reach the port).
     # null = /metrics only on the API port (an admin key where keys are required).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # glibc only: allocations of this many KiB or more get a mapping of their own, returned to the kernel when
+    # freed (chorus.server.malloc). Fixed, glibc no longer raises it as big blocks are freed, which let audio
+    # buffers fragment its heaps (~80 MiB more resident in the soak bench). null = glibc's moving default.
+    malloc_mmap_threshold_kib: int | None = Field(default=128, ge=1, le=32_768)
 
 
 class AuthConfig(_Section):

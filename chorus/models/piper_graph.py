@@ -55,11 +55,14 @@ def _session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
     # (optimisation levels, arena, memory pattern, denormals, spinning) measured no different (issue #9).
     # ORT's own memory arena stays on: without it glibc's per-thread heaps fragmented (+65 MB of RSS per 1,500
     # requests), and trimming them (malloc_trim) took 65-85 ms with the heap locked, long enough to make live
-    # streams run dry (issue #11's note).
+    # streams run dry (issue #11's note). Its memory patterns are off: ORT keeps one per input shape, and windows,
+    # segments and texts vary without end (in the soak bench, with them on, one 128 MiB arena block kept filling:
+    # +5.6 MiB of RSS in 6 minutes; off, it did not grow).
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_mem_pattern = False
     data = model if isinstance(model, bytes) else model.SerializeToString()
     return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
 
