@@ -11,6 +11,11 @@ memory creep of the 10-minute soak). The espeak-ng inside that same shared objec
 piper-tts keeps its own bridge. Callers hold piper's ``_ESPEAK_PHONEMIZER_LOCK`` as before: piper calls
 ``get_phonemes`` inside that lock, and espeak-ng's state is the one the bridge initialised (``dlopen`` of the
 same file returns the already loaded library).
+
+piper-tts also calls ``set_voice`` before every phonemize, and espeak-ng's ``espeak_SetVoiceByName`` keeps
+~1.4 KB of native memory per call (``DoVoiceChange``: 1,360 bytes a call measured over 20,000 calls; heaptrack
+named it in the soak server, about one call per request: the rest of issue #11's creep). ``install()`` also
+puts :class:`VoiceOnce` in front of it, which reaches espeak-ng only when the voice changes.
 """
 
 from __future__ import annotations
@@ -78,6 +83,19 @@ class EspeakPhonemes:
         return clauses
 
 
+class VoiceOnce:
+    """``set_voice`` that reaches espeak-ng only when the voice changes (callers hold piper's espeak lock)."""
+
+    def __init__(self, set_voice: Any) -> None:
+        self.set_voice = set_voice
+        self.current: str | None = None
+
+    def __call__(self, voice: str) -> None:
+        if voice != self.current:
+            self.set_voice(voice)  # may raise (unknown voice): then nothing is remembered
+            self.current = voice
+
+
 def bridge_leaks(bridge: Any) -> bool:
     """Whether ``bridge.get_phonemes`` keeps an extra reference to the tuples it returns."""
     result = bridge.get_phonemes("probe")
@@ -88,7 +106,8 @@ def bridge_leaks(bridge: Any) -> bool:
 
 
 def install() -> bool:
-    """Replace piper-tts's leaking ``get_phonemes`` with :class:`EspeakPhonemes`; True when ours is in use.
+    """Replace piper-tts's leaking ``get_phonemes`` with :class:`EspeakPhonemes` (True when ours is in use) and
+    put :class:`VoiceOnce` in front of ``set_voice`` (always).
 
     Idempotent. Needs espeak-ng initialised (piper does it when its first voice phonemizes), so the backend
     calls this after one phonemize. Runs under piper's espeak lock, like every phonemize.
@@ -98,6 +117,8 @@ def install() -> bool:
     from piper.voice import _ESPEAK_PHONEMIZER_LOCK
 
     with _install_lock, _ESPEAK_PHONEMIZER_LOCK:
+        if not isinstance(espeakbridge.set_voice, VoiceOnce):
+            espeakbridge.set_voice = VoiceOnce(espeakbridge.set_voice)
         if _installed:
             return True
         if not bridge_leaks(espeakbridge):
