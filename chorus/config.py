@@ -124,6 +124,9 @@ class ServerConfig(_Section):
     # freed (chorus.server.malloc). Fixed, glibc no longer raises it as big blocks are freed, which let audio
     # buffers fragment its heaps (~80 MiB more resident in the soak bench). null = glibc's moving default.
     malloc_mmap_threshold_kib: int | None = Field(default=128, ge=1, le=32_768)
+    # glibc only: hand the free pages inside malloc's heaps back to the kernel this often (malloc_trim; a few ms
+    # off the event loop). Without it, pages freed between live chunks stay resident (0 = off).
+    malloc_trim_interval_s: float = Field(default=30.0, ge=0, le=86_400)
 
 
 class AuthConfig(_Section):

@@ -24,10 +24,11 @@ from chorus.jobs.dispatcher import DispatchConfig, WebhookDispatcher
 from chorus.jobs.runner import JobRunner, RunnerConfig
 from chorus.models.base import Backend
 from chorus.server.auth import authenticate, check_can_start, keys_required
-from chorus.server.background import canary_loop, install_gauges
+from chorus.server.background import canary_loop, install_gauges, malloc_trim_loop
 from chorus.server.deps import ServerState
 from chorus.server.errors import ERROR_RESPONSES, install_error_handlers
 from chorus.server.fleet import Fleet
+from chorus.server.malloc import glibc
 from chorus.server.metrics_port import MetricsListener
 from chorus.server.observability import OpsMiddleware, ServerMetrics, build_info
 from chorus.server.routes import consents as consent_routes
@@ -193,6 +194,9 @@ def create_app(
             canary = SpeechService(client, voice_service, speech_limits(settings), marking=None, audit=None)
             loop = canary_loop(state, metrics, canary, settings.server.canary_interval_s)
             background.append(asyncio.create_task(loop, name="chorus-canary"))
+        if settings.server.malloc_trim_interval_s > 0 and glibc() is not None:
+            trimming = malloc_trim_loop(metrics, settings.server.malloc_trim_interval_s)
+            background.append(asyncio.create_task(trimming, name="chorus-malloc-trim"))
         fleet_task: asyncio.Task[None] | None = None
         if settings.server.fleet_heartbeat_s > 0:
             beat_s = settings.server.fleet_heartbeat_s

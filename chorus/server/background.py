@@ -1,4 +1,4 @@
-"""What a server does besides answering: live gauges for /metrics, and the idle canary.
+"""What a server does besides answering: live gauges for /metrics, the idle canary and malloc's trim.
 
 The canary speaks one short line through the whole path (voice, engine, backend, encoder) when the server has
 been idle for ``server.canary_interval_s``, so ``chorus_last_good_synthesis_timestamp_seconds`` tells an alert
@@ -15,6 +15,7 @@ import time
 from typing import get_args
 
 from chorus.server.deps import ServerState
+from chorus.server.malloc import trim
 from chorus.server.observability import ServerMetrics
 from chorus.speech import SpeechOrder, SpeechService
 from chorus.store.tables import EventStatus, JobStatus
@@ -79,3 +80,12 @@ async def canary_loop(state: ServerState, metrics: ServerMetrics, canary: Speech
         except Exception as e:
             metrics.canary_failures.inc()
             log.warning("canary synthesis failed: %s", e)
+
+
+async def malloc_trim_loop(metrics: ServerMetrics, interval_s: float) -> None:
+    """Every ``interval_s``, glibc's ``malloc_trim`` on a worker thread (it holds each arena's lock for a moment,
+    never the event loop)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        released = await asyncio.to_thread(trim)
+        metrics.malloc_trims.labels("true" if released else "false").inc()

@@ -5,11 +5,17 @@ glibc gives an allocation its own mapping (returned to the kernel on ``free``) o
 buffers of a few hundred KiB on several threads therefore soon keeps them all in its heaps, where they fragment:
 the soak bench's server held ~80 MiB more resident memory with the moving threshold than with it fixed at
 128 KiB (issue #11's note). ``mallopt(M_MMAP_THRESHOLD)`` fixes it, and stops it moving.
+
+glibc gives memory back on ``free`` only from the top of a heap. The free pages between live chunks stay resident
+until ``malloc_trim``, which walks every arena and hands them back (``madvise``); ``chorus serve`` calls it every
+``server.malloc_trim_interval_s`` (it took 1.5-4 ms with a 2-core server at capacity, and halved the soak's RSS
+slope: issue #11's note).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import platform
@@ -19,6 +25,7 @@ log = logging.getLogger(__name__)
 M_MMAP_THRESHOLD = -3  # <malloc.h>
 
 
+@functools.cache
 def glibc() -> ctypes.CDLL | None:
     """The C library when it is glibc (None elsewhere: musl, macOS, Windows)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
@@ -47,3 +54,10 @@ def fix_mmap_threshold(kib: int | None) -> bool:
     if not done:
         log.warning("mallopt(M_MMAP_THRESHOLD, %d KiB) was refused; glibc's default stays", kib)
     return done
+
+
+def trim() -> bool:
+    """Hand the free pages of every malloc arena back to the kernel (glibc's ``malloc_trim(0)``). Returns whether
+    any memory was released (False where the C library is not glibc)."""
+    libc = glibc()
+    return bool(libc.malloc_trim(ctypes.c_size_t(0))) if libc is not None else False

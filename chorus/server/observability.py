@@ -124,6 +124,12 @@ class ServerMetrics:
         self.canary_failures = Counter(
             "chorus_canary_failures_total", "idle canary syntheses that failed", registry=registry
         )
+        self.malloc_trims = Counter(
+            "chorus_malloc_trims_total",
+            "malloc_trim calls (server.malloc_trim_interval_s; glibc), by whether they released memory",
+            ["released"],
+            registry=registry,
+        )
         self._collectors: list[Callable[[], None]] = []
         self.active = 0  # HTTP requests being answered (a drain waits for them)
         self.last_good_at = 0.0  # Unix time of the last synthesis that finished well

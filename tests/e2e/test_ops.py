@@ -16,7 +16,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import LONG_TEXT, Server, start_server, stop_server
+from chorus.server.malloc import glibc
+from tests.e2e.conftest import LONG_TEXT, Server, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.e2e
 HANGING_SERVER = [sys.executable, "-m", "tests.e2e.hanging_server"]  # run from the repository root, like pytest
@@ -49,7 +50,7 @@ def log_lines(server: Server) -> list[dict[str, object]]:
 
 
 def test_metrics_and_json_logs(tmp_path: Path) -> None:
-    srv = start_server(tmp_path, {"server": {"canary_interval_s": 0}})
+    srv = start_server(tmp_path, {"server": {"canary_interval_s": 0, "malloc_trim_interval_s": 0.2}})
     try:
         r = httpx.post(
             f"{srv.url}/v1/audio/speech", json=speech(SECRET_TEXT), headers={"x-request-id": "ops-test-1"}, timeout=60
@@ -75,6 +76,15 @@ def test_metrics_and_json_logs(tmp_path: Path) -> None:
         assert value(found, "chorus_webhook_events", state="dead") == 0
         assert value(found, "chorus_last_good_synthesis_timestamp_seconds") > time.time() - 60
         assert any(name == "chorus_build_info" for name, _ in found)
+        if glibc() is not None:  # malloc_trim ran on its interval (whether it released anything is glibc's say)
+            trims = wait_for(
+                lambda: (
+                    sum(v for (name, _), v in samples(srv.url).items() if name == "chorus_malloc_trims_total") or None
+                ),
+                "a malloc_trim",
+                timeout=10,
+            )
+            assert trims >= 1
         lines = log_lines(srv)
         assert lines, srv.log()[:2000]  # every line is JSON
         access = [line for line in lines if line.get("request_id") == "ops-test-1" and line.get("route")]
