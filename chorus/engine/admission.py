@@ -35,6 +35,8 @@ from chorus.models.base import Window, WorkPlanner
 
 # Other processes using this many cores' worth make the machine busy: the pipelined engine's extra lanes would
 # time-share cores those processes hold, which the demand bound cannot see, so newcomers wait for a worker.
+# A hypervisor's steal does not count (cpuload): it slows the lanes and the workers alike, and the cores it takes
+# are already out of the capacity.
 BUSY_OTHERS_CORES = 0.25
 
 # (deadline, CPU it takes from the machine, wall time on one worker, runs on the newcomer lane: nothing blocks it)
@@ -313,6 +315,7 @@ class PlannedAdmission:
         return {
             "capacity_cores": round(budget.capacity, 3),
             "other_processes_cores": round(reading.others, 3),
+            "stolen_cores": round(reading.stolen, 3),
             "margin": round(budget.margin, 3),
             "speed": round(budget.speed, 3),
             "newcomer_lane": budget.newcomer_lane,

@@ -4,10 +4,17 @@ Read from the kernel's own accounting, about once a second: the whole machine's 
 and this process's (``os.times``), against the CPU the workers reported for their steps. Then
 
 - other processes' use = machine busy - this process (a build, another server, a load generator);
+- stolen = the time a virtual machine's hypervisor ran something else while its CPUs had work (``steal`` in
+  ``/proc/stat``): no process of this machine, but cores' worth the workers do not get either;
 - serving overhead = this process - its workers, per second of audio produced (HTTP, resampling, encoding,
   phonemizing, the engine loop): it grows with the streams, so admission charges it to each window (capped at
   MAX_OVERHEAD, and fading while little audio is made: a flood of refused requests is CPU without audio);
-- cores left to the workers = cores - other processes' use.
+- cores left to the workers = cores - other processes' use - stolen.
+
+Steal is kept apart from other processes because it slows every thread of this process alike: a thread more
+than the cores (the pipelined engine's newcomer lane) time-shares nobody else's core under steal, so it is only
+other processes that make the machine busy for that. On a shared cloud VM steal came and went between 0.1 and
+0.65 of a core while chorus served 8 live streams and the machine's other processes used 0.01-0.03 (issue #9).
 
 Each is an exponential average of per-interval readings. Where ``/proc/stat`` does not exist (not Linux), other
 processes count as using nothing.
@@ -31,15 +38,16 @@ MIN_AUDIO_S = 0.5  # an interval with less audio than this says little about ove
 MAX_OVERHEAD = 0.1
 
 
-def machine_busy_s() -> float | None:
-    """CPU seconds every core of the machine spent busy since boot (None where /proc/stat is missing)."""
+def machine_cpu_s() -> tuple[float, float] | None:
+    """(CPU seconds every core of the machine spent busy since boot, seconds stolen from them by a hypervisor),
+    or None where /proc/stat is missing. Busy is user, nice, system, irq and softirq (a guest's time is in user)."""
     try:
         first = PROC_STAT.read_text().split("\n", 1)[0].split()
     except OSError:
         return None
     ticks = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
-    busy = sum(ticks) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks[:3]) + ticks[5] + ticks[6]) / hz, ticks[7] / hz
 
 
 def process_cpu_s() -> float:
@@ -52,11 +60,12 @@ class CpuReading:
     cores: int
     others: float  # cores' worth used by other processes
     overhead: float  # CPU seconds of this process outside its workers, per second of audio produced
+    stolen: float = 0.0  # cores' worth a hypervisor ran something else on
 
     @property
     def left(self) -> float:
         """Cores left to the workers (at least a tenth of one)."""
-        return max(0.1, self.cores - self.others)
+        return max(0.1, self.cores - self.others - self.stolen)
 
 
 class CpuLoad:
@@ -66,10 +75,11 @@ class CpuLoad:
         self.cores = cores
         self._lock = threading.Lock()
         self._others = 0.0
+        self._stolen = 0.0
         self._overhead = 0.0
         self._workers_cpu = 0.0
         self._audio = 0.0
-        self._last: tuple[float, float | None, float, float, float] | None = None
+        self._last: tuple[float, tuple[float, float] | None, float, float, float] | None = None
 
     def note_step(self, cpu_s: float, audio_s: float) -> None:
         """A worker's step: its CPU seconds and the audio it produced."""
@@ -83,15 +93,17 @@ class CpuLoad:
         with self._lock:
             if self._last is not None and now - self._last[0] < SAMPLE_EVERY_S:
                 return
-            reading = (now, machine_busy_s(), process_cpu_s(), self._workers_cpu, self._audio)
+            reading = (now, machine_cpu_s(), process_cpu_s(), self._workers_cpu, self._audio)
             last, self._last = self._last, reading
             if last is None:
                 return
             dt = now - last[0]
             own = reading[2] - last[2]
             if reading[1] is not None and last[1] is not None:
-                others = max(0.0, (reading[1] - last[1] - own) / dt)
+                others = max(0.0, (reading[1][0] - last[1][0] - own) / dt)
+                stolen = max(0.0, (reading[1][1] - last[1][1]) / dt)
                 self._others += OTHERS_WEIGHT * (others - self._others)
+                self._stolen += OTHERS_WEIGHT * (stolen - self._stolen)
             audio = reading[4] - last[4]
             if audio >= MIN_AUDIO_S:
                 overhead = min(MAX_OVERHEAD, max(0.0, own - (reading[3] - last[3])) / audio)
@@ -101,4 +113,4 @@ class CpuLoad:
 
     def reading(self) -> CpuReading:
         with self._lock:
-            return CpuReading(self.cores, self._others, self._overhead)
+            return CpuReading(self.cores, self._others, self._overhead, self._stolen)

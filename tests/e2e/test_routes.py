@@ -65,6 +65,7 @@ def test_stats_count_finished_requests_and_ttfa(server: Server) -> None:
     assert isinstance(admission, dict) and 0 < admission["capacity_cores"] <= (os.cpu_count() or 1)
     assert admission["margin"] >= 1.0 and 0 < admission["speed"] <= 1.0
     assert admission["other_processes_cores"] >= 0 and admission["overhead_cpu_per_audio_s"] >= 0
+    assert admission["stolen_cores"] >= 0
 
 
 def test_the_database_is_migrated_at_start_up(server: Server) -> None:

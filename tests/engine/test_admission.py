@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 
 from chorus.config import Settings
+from chorus.engine import cpuload
 from chorus.engine.admission import (
     BUSY_OTHERS_CORES,
     AdmissionConfig,
@@ -20,7 +23,7 @@ from chorus.engine.admission import (
 )
 from chorus.engine.builder import engine_config
 from chorus.engine.client import Preparing
-from chorus.engine.cpuload import MAX_OVERHEAD, CpuLoad, machine_busy_s
+from chorus.engine.cpuload import MAX_OVERHEAD, CpuLoad, machine_cpu_s
 from chorus.engine.engine import Engine
 from chorus.engine.forecast import Forecast
 from chorus.engine.request import Lead, Request, RequestStatus
@@ -224,7 +227,7 @@ def test_cpu_load_sees_another_process_spinning() -> None:
     import subprocess
     import sys
 
-    if machine_busy_s() is None:
+    if machine_cpu_s() is None:
         pytest.fail("/proc/stat is missing: this test needs Linux")
     load = CpuLoad(cores=2)
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -241,6 +244,33 @@ def test_cpu_load_sees_another_process_spinning() -> None:
     assert 0.6 < reading.others <= 2.0, reading  # the spinner (and whatever else this machine runs)
     assert reading.others >= BUSY_OTHERS_CORES  # busy: admission stops planning on the newcomer lane
     assert reading.left <= 2.0 - 0.6 + 1e-9
+
+
+def test_a_hypervisors_steal_is_not_another_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steal (a VM's CPUs kept waiting by its host) takes cores from the workers' capacity, but the machine stays
+    quiet for the newcomer lane: no process of this machine holds the cores. Read from a /proc/stat written here."""
+    hz = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(cpuload, "PROC_STAT", stat)
+
+    def write(user: int, system: int, idle: int, steal: int) -> None:
+        # user nice system idle iowait irq softirq steal guest guest_nice
+        stat.write_text(f"cpu  {user} 0 {system} {idle} 0 0 0 {steal} 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n")
+
+    load = CpuLoad(cores=2)
+    write(1000 * hz, 100 * hz, 5000 * hz, 10 * hz)
+    assert cpuload.machine_cpu_s() == pytest.approx((1100.0, 10.0))
+    start = time.monotonic()
+    load.sample(start)
+    for k in range(1, 12):  # each second: 0.1 core of other processes' user time, 0.8 core stolen
+        write(1000 * hz + k * hz // 10, 100 * hz, 5000 * hz + k * hz, 10 * hz + k * 4 * hz // 5)
+        load.sample(start + k)
+    reading = load.reading()
+    assert reading.stolen == pytest.approx(0.8, abs=0.01)
+    # This process's own CPU (a few ms here) is taken off the machine's busy time; never below zero.
+    assert 0.0 <= reading.others <= 0.1 + 1e-9
+    assert reading.left == pytest.approx(2.0 - reading.others - reading.stolen)
+    assert reading.others < BUSY_OTHERS_CORES  # quiet: the newcomer lane stays
 
 
 def test_serving_overhead_is_this_process_beyond_its_workers_per_audio_second() -> None:
