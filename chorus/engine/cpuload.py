@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 PROC_STAT = Path("/proc/stat")
 SAMPLE_EVERY_S = 1.0
@@ -38,16 +39,20 @@ MIN_AUDIO_S = 0.5  # an interval with less audio than this says little about ove
 MAX_OVERHEAD = 0.1
 
 
-def machine_cpu_s() -> tuple[float, float] | None:
-    """(CPU seconds every core of the machine spent busy since boot, seconds stolen from them by a hypervisor),
-    or None where /proc/stat is missing. Busy is user, nice, system, irq and softirq (a guest's time is in user)."""
+class MachineCpu(NamedTuple):
+    busy_s: float  # CPU seconds every core spent busy since boot: user, nice, system, irq, softirq (guests in user)
+    stolen_s: float  # seconds a hypervisor ran something else while these cores had work
+
+
+def machine_cpu_s() -> MachineCpu | None:
+    """The machine's CPU accounting since boot, or None where /proc/stat is missing."""
     try:
         first = PROC_STAT.read_text().split("\n", 1)[0].split()
     except OSError:
         return None
     ticks = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
     hz = os.sysconf("SC_CLK_TCK")
-    return (sum(ticks[:3]) + ticks[5] + ticks[6]) / hz, ticks[7] / hz
+    return MachineCpu((sum(ticks[:3]) + ticks[5] + ticks[6]) / hz, ticks[7] / hz)
 
 
 def process_cpu_s() -> float:
@@ -79,7 +84,7 @@ class CpuLoad:
         self._overhead = 0.0
         self._workers_cpu = 0.0
         self._audio = 0.0
-        self._last: tuple[float, tuple[float, float] | None, float, float, float] | None = None
+        self._last: tuple[float, MachineCpu | None, float, float, float] | None = None
 
     def note_step(self, cpu_s: float, audio_s: float) -> None:
         """A worker's step: its CPU seconds and the audio it produced."""
@@ -99,9 +104,10 @@ class CpuLoad:
                 return
             dt = now - last[0]
             own = reading[2] - last[2]
-            if reading[1] is not None and last[1] is not None:
-                others = max(0.0, (reading[1][0] - last[1][0] - own) / dt)
-                stolen = max(0.0, (reading[1][1] - last[1][1]) / dt)
+            machine, machine_before = reading[1], last[1]
+            if machine is not None and machine_before is not None:
+                others = max(0.0, (machine.busy_s - machine_before.busy_s - own) / dt)
+                stolen = max(0.0, (machine.stolen_s - machine_before.stolen_s) / dt)
                 self._others += OTHERS_WEIGHT * (others - self._others)
                 self._stolen += OTHERS_WEIGHT * (stolen - self._stolen)
             audio = reading[4] - last[4]
