@@ -15,9 +15,11 @@ fits the audio at all, pocketsphinx returns no hypothesis: that is a mismatch to
 
 from __future__ import annotations
 
+import math
 import random
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +28,18 @@ import soxr
 
 RECOGNISER_RATE = 16_000
 PHRASE_WORDS = 6
-# Other words offered at each position of the grammar besides the expected one.
+# Other words offered at each position of the grammar besides the expected one ...
 DISTRACTORS_PER_WORD = 12
+# ... none of which sounds close to it: each differs from the expected word in at least this fraction of the
+# phones (edit distance over the longer pronunciation). Chosen on flite's clear readings of random phrases
+# (slt, rms, awb; 2,100 readings, seeds 7 and 8): with any word allowed, 14 were misheard, mostly as a neighbour
+# (hollow -> follow, pocket -> bucket, golden -> falcon); with 0.6, 4; with 0.7, 0 of 1,200 (seed 8), and no
+# other phrase was accepted. ``chorus bench-consent --phrase-errors N`` measures it on voices not used for the
+# choice. Every word keeps at least 122 candidates for its 12 distractors.
+DISTRACTOR_APART = 0.7
 PAD_S = 0.3
+# Pronunciations a checker keeps looked up (the phrase list's and recent transcripts' words).
+MAX_REMEMBERED_WORDS = 4096
 
 # Common words with clear, distinct pronunciations, all in pocketsphinx's cmudict-en-us (a test checks);
 # near-rhymes of one another (lemon/melon, sailor/tailor, paint/painter) are left out so that a clear reading
@@ -232,14 +243,42 @@ def new_phrase(words: int = PHRASE_WORDS, *, rng: random.Random | None = None) -
     return " ".join(picked)
 
 
-def grammar(phrase: str, *, seed: int = 0) -> str:
+Pronunciations = tuple[tuple[str, ...], ...]
+
+
+def _edits(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """Levenshtein distance between two phone strings."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        diagonal, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
+    return row[-1]
+
+
+def apart(word: Pronunciations, other: Pronunciations, fraction: float) -> bool:
+    """Whether every pronunciation of ``other`` differs from every one of ``word`` in at least ``fraction`` of
+    the longer one's phones (substitutions, insertions and deletions)."""
+    return all(_edits(a, b) >= math.ceil(fraction * max(len(a), len(b))) for a in word for b in other)
+
+
+def grammar(
+    phrase: str,
+    pronounce: Callable[[str], Pronunciations],
+    *,
+    seed: int = 0,
+    distractor_apart: float = DISTRACTOR_APART,
+) -> str:
     """The JSGF grammar a recording of ``phrase`` is decoded with: at each position the expected word or one of
-    ``DISTRACTORS_PER_WORD`` others (chosen from the list by ``seed``, never another word of the phrase)."""
+    ``DISTRACTORS_PER_WORD`` others, chosen from the list by ``seed``, never another word of the phrase and never
+    one that sounds close to the expected word (``apart`` by ``distractor_apart`` of its phones, 0 allowing
+    any; ``pronounce`` gives a word's pronunciations in the recogniser's dictionary)."""
     expected = phrase.split()
     rng = random.Random(seed)
-    others = [w for w in WORDS if w not in expected]
     slots = []
     for word in expected:
+        said = pronounce(word)
+        others = [w for w in WORDS if w not in expected and apart(said, pronounce(w), distractor_apart)]
         choices = [word, *rng.sample(others, DISTRACTORS_PER_WORD)]
         slots.append("( " + " | ".join(choices) + " )")
     return "#JSGF V1.0;\ngrammar consent;\npublic <phrase> = " + " ".join(slots) + " ;\n"
@@ -256,9 +295,11 @@ class PhraseCheck:
 class PhraseChecker:
     """Checks recordings against phrases; one decode at a time (pocketsphinx's decoder is not thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, distractor_apart: float = DISTRACTOR_APART) -> None:
         self._decoder: Any = None
         self._lock = threading.Lock()
+        self._pronunciations: dict[str, Pronunciations] = {}
+        self.distractor_apart = distractor_apart
 
     def check(self, audio: np.ndarray, sample_rate: int, phrase: str, *, seed: int = 0) -> PhraseCheck:
         x = np.asarray(audio, dtype=np.float64).reshape(-1)
@@ -271,7 +312,7 @@ class PhraseChecker:
         pcm = (np.clip(x, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
         with self._lock:
             decoder = self._load()
-            decoder.add_jsgf_string("consent", grammar(phrase, seed=seed))
+            decoder.add_jsgf_string("consent", self._grammar(phrase, seed))
             decoder.activate_search("consent")
             decoder.start_utt()
             decoder.process_raw(pcm, full_utt=True)
@@ -280,9 +321,31 @@ class PhraseChecker:
         heard = " ".join(str(hypothesis.hypstr).split()) if hypothesis is not None else ""
         return PhraseCheck(heard=heard, matches=heard == " ".join(phrase.split()))
 
+    def grammar(self, phrase: str, *, seed: int = 0) -> str:
+        """The grammar ``check`` decodes a recording of ``phrase`` with."""
+        with self._lock:
+            return self._grammar(phrase, seed)
+
     def warm_up(self) -> None:
         with self._lock:
             self._load()
+
+    def _grammar(self, phrase: str, seed: int) -> str:
+        return grammar(phrase, self._pronounce, seed=seed, distractor_apart=self.distractor_apart)
+
+    def _pronounce(self, word: str) -> Pronunciations:
+        """Every pronunciation of ``word`` in the decoder's dictionary (``word``, ``word(2)``, …); caller holds
+        the lock. A word the dictionary lacks has none, so it is apart from every word."""
+        known = self._pronunciations.get(word)
+        if known is None:
+            decoder = self._load()
+            found: list[tuple[str, ...]] = []
+            while (phones := decoder.lookup_word(word if not found else f"{word}({len(found) + 1})")) is not None:
+                found.append(tuple(phones.split()))
+            known = self._pronunciations[word] = tuple(found)
+            if len(self._pronunciations) > MAX_REMEMBERED_WORDS:  # transcripts bring any words
+                self._pronunciations.clear()
+        return known
 
     def _load(self) -> Any:
         if self._decoder is None:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import os
 import random
+import re
 
 import numpy as np
 import pytest
 
-from chorus.consent.phrases import PHRASE_WORDS, WORDS, PhraseChecker, grammar, new_phrase
+from chorus.consent.phrases import (
+    DISTRACTOR_APART,
+    PHRASE_WORDS,
+    WORDS,
+    PhraseChecker,
+    apart,
+    new_phrase,
+)
 from tests.voices.speech import flite_speak
 
 
@@ -35,15 +43,39 @@ def test_phrases_are_distinct_random_words() -> None:
     assert new_phrase(rng=random.Random(1)) == new_phrase(rng=random.Random(1))
 
 
-def test_the_grammar_offers_other_words_at_every_position_but_never_the_phrases_own() -> None:
+def test_the_grammar_offers_other_words_at_every_position_but_never_the_phrases_own(checker: PhraseChecker) -> None:
     phrase = new_phrase(rng=random.Random(3))
-    text = grammar(phrase)
+    text = checker.grammar(phrase)
     slots = text.split("=", 1)[1].strip(" ;\n").split(") (")
     assert len(slots) == PHRASE_WORDS
+    said = checker._pronounce
     for word, slot in zip(phrase.split(), slots, strict=True):
         choices = slot.strip("( )").split(" | ")
         assert choices[0] == word and len(set(choices)) == len(choices) > 10
         assert not set(choices[1:]) & set(phrase.split())
+        assert all(apart(said(word), said(other), DISTRACTOR_APART) for other in choices[1:])
+
+
+def test_no_distractor_sounds_close_to_the_expected_word() -> None:
+    checker, anything = PhraseChecker(), PhraseChecker(distractor_apart=0.0)
+    said = checker._pronounce
+    assert said("pocket") == (("P", "AA", "K", "AH", "T"),)
+    assert said("bucket") == (("B", "AH", "K", "AH", "T"), ("B", "AH", "K", "IH", "T"))  # every pronunciation
+    assert said("xqzzy") == ()  # not in the dictionary: apart from every word
+    # pocket -> bucket: 2 of 5 phones differ in the first (< 0.6 of 5 = 3); pocket -> apple (AE P AH L): 4 edits.
+    assert not apart(said("pocket"), said("bucket"), 0.6) and apart(said("pocket"), said("bucket"), 0.4)
+    assert apart(said("pocket"), said("apple"), 0.6) and apart(said("xqzzy"), said("apple"), 1.0)
+    # "follow" (1 phone from "hollow") was a distractor of "hollow" under some seeds, and is never now.
+    slot = re.compile(r"\( hollow \| ([^)]*)\)")
+
+    def offered(by: PhraseChecker, seed: int) -> list[str]:
+        match = slot.search(by.grammar("hollow apple river", seed=seed))
+        assert match is not None
+        return match.group(1).strip().split(" | ")
+
+    assert any("follow" in offered(anything, seed) for seed in range(40))
+    assert not any("follow" in offered(checker, seed) for seed in range(40))
+    assert all(len(set(offered(checker, seed))) == 12 for seed in range(5))
 
 
 @pytest.mark.parametrize("voice", ["slt", "rms", "awb"])
