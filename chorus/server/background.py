@@ -41,6 +41,11 @@ def install_gauges(state: ServerState, metrics: ServerMetrics) -> None:
         metrics.voices.labels("builtin").set(len(state.voices.list()))
         metrics.draining.set(1 if state.is_draining else 0)
         metrics.ready.set(1 if alive and not state.is_draining and not engine.is_queue_full else 0)
+        admission = engine.engine.admission
+        if admission is not None:
+            reading = admission.describe()
+            for kind in ("capacity", "other_processes", "stolen"):
+                metrics.admission_cores.labels(kind).set(reading[f"{kind}_cores"])
         now = time.monotonic()
         if now - last_store_read >= STORE_GAUGES_EVERY_S:
             last_store_read = now

@@ -130,6 +130,13 @@ class ServerMetrics:
             ["released"],
             registry=registry,
         )
+        self.admission_cores = Gauge(
+            "chorus_admission_cores",
+            "CPU admission control's reading, in cores: capacity (what it plans live streams on), other_processes"
+            " (this machine's other processes' use), stolen (a hypervisor's steal)",
+            ["kind"],
+            registry=registry,
+        )
         self._collectors: list[Callable[[], None]] = []
         self.active = 0  # HTTP requests being answered (a drain waits for them)
         self.last_good_at = 0.0  # Unix time of the last synthesis that finished well

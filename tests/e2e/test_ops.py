@@ -76,6 +76,10 @@ def test_metrics_and_json_logs(tmp_path: Path) -> None:
         assert value(found, "chorus_webhook_events", state="dead") == 0
         assert value(found, "chorus_last_good_synthesis_timestamp_seconds") > time.time() - 60
         assert any(name == "chorus_build_info" for name, _ in found)
+        # Admission's reading of the CPU: the bundled voice runs on CPU, so it plans on some capacity.
+        assert value(found, "chorus_admission_cores", kind="capacity") > 0
+        assert value(found, "chorus_admission_cores", kind="other_processes") >= 0
+        assert value(found, "chorus_admission_cores", kind="stolen") >= 0
         if glibc() is not None:  # malloc_trim ran on its interval (whether it released anything is glibc's say)
             trims = wait_for(
                 lambda: (
