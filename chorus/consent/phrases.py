@@ -262,6 +262,11 @@ def apart(word: Pronunciations, other: Pronunciations, fraction: float) -> bool:
     return all(_edits(a, b) >= math.ceil(fraction * max(len(a), len(b))) for a in word for b in other)
 
 
+def _closeness(word: Pronunciations, other: Pronunciations) -> float:
+    """The largest share of phones two of their pronunciations have in common (1 - edits / longer; 0: none)."""
+    return max((1 - _edits(a, b) / max(len(a), len(b)) for a in word for b in other), default=0.0)
+
+
 def grammar(
     phrase: str,
     pronounce: Callable[[str], Pronunciations],
@@ -276,9 +281,12 @@ def grammar(
     expected = phrase.split()
     rng = random.Random(seed)
     slots = []
+    candidates = [w for w in WORDS if w not in expected]
     for word in expected:
         said = pronounce(word)
-        others = [w for w in WORDS if w not in expected and apart(said, pronounce(w), distractor_apart)]
+        others = [w for w in candidates if apart(said, pronounce(w), distractor_apart)]
+        if len(others) < DISTRACTORS_PER_WORD:  # a long transcript of the list's own words: the farthest ones
+            others = sorted(candidates, key=lambda w: -_closeness(said, pronounce(w)))[:DISTRACTORS_PER_WORD]
         choices = [word, *rng.sample(others, DISTRACTORS_PER_WORD)]
         slots.append("( " + " | ".join(choices) + " )")
     return "#JSGF V1.0;\ngrammar consent;\npublic <phrase> = " + " ".join(slots) + " ;\n"

@@ -73,6 +73,13 @@ def test_no_distractor_sounds_close_to_the_expected_word() -> None:
         assert match is not None
         return match.group(1).strip().split(" | ")
 
+    # A transcript of the list's own words (the dataset check decodes transcripts with this grammar) still gets
+    # 12 distractors at every word, the farthest left when too few are apart.
+    crowded = [*WORDS[:168], "hollow"]  # 14 words left to offer; 49 of these have fewer than 12 of them apart
+    slots = checker.grammar(" ".join(crowded)).split("=", 1)[1].strip(" ;\n").split(") (")
+    assert [slot.strip("( )").split(" | ")[0] for slot in slots] == crowded
+    assert all(len(set(slot.strip("( )").split(" | "))) == 13 for slot in slots)
+    assert all(len(set(offered(checker, seed))) == 12 for seed in range(2))
     assert any("follow" in offered(anything, seed) for seed in range(40))
     assert not any("follow" in offered(checker, seed) for seed in range(40))
     assert all(len(set(offered(checker, seed))) == 12 for seed in range(5))
