@@ -329,11 +329,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="a smoke test: 2 phrases, one target per set, two other voices"
     )
+    parser.add_argument(
+        "--phrase-errors",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N readings per target of random phrases, misheard and falsely accepted, by the grammar with"
+        " any distractor and the shipped one (consent-phrases.{json,md,png})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from chorus.models.piper import PiperBackend
 
+    if args.phrase_errors > 0:
+        from .consent_phrases import run as phrase_errors
+
+        return phrase_errors(args, (*DEV_TARGETS, *TEST_TARGETS))
     started = time.perf_counter()
     word_rng = random.Random(args.seed)
     rng = np.random.default_rng(args.seed)

@@ -46,3 +46,24 @@ def test_quick_run_writes_its_tables(tmp_path: Path) -> None:
         assert set(at) == set(CASES)
         assert at["genuine"] == 1.0 and at["wrong_phrase"] == 1.0 and at["clone_marked"] == 1.0
     assert result["challenge_rules"] == {"trials": 5, "expired": 5, "used": 5, "fresh_accepted": 5}
+
+
+@pytest.mark.slow
+def test_phrase_errors_run_counts_every_reading_with_both_grammars(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "chorus.cli", "bench-consent", "--phrase-errors", "2", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "consent-phrases.json").read_text())
+    assert result["readings"] == 2 * len(result["speakers"]) == 12
+    for name in result["grammars"]:
+        per_speaker = [row["counts"][name] for row in result["speakers"]]
+        assert result["totals"][name]["misheard"] == sum(c["misheard"] for c in per_speaker)
+        assert [len(row["misheard"][name]) for row in result["speakers"]] == [c["misheard"] for c in per_speaker]
+        # 12 clear readings: a grammar that refuses most of them, or accepts another phrase, is broken
+        assert result["totals"][name]["misheard"] <= 2 and result["totals"][name]["false_accepts"] == 0
+    assert (tmp_path / "consent-phrases.png").stat().st_size > 10_000
+    assert "| all | 12 |" in (tmp_path / "consent-phrases.md").read_text()

@@ -34,10 +34,22 @@ def spoken(text: object, voice: str = "slt") -> bytes:
     return wav_bytes(*flite_speak(str(text), voice))
 
 
+# What a client does when the recogniser mishears a clear reading (422 phrase_mismatch, "ask for a new
+# challenge"): one more challenge. The recogniser mishears about 1 in 300 clear synthetic readings of random
+# phrases (3 of 900: ``bench/results/consent-phrases.md``; tests/consent/test_phrases.py pins it on fixed phrases),
+# and the suite gives some 25 consents, so a second attempt keeps CI from failing on the draw while a recogniser
+# that stops hearing phrases still fails every test that needs a consent.
+CONSENT_ATTEMPTS = 2
+
+
 def give_consent(url: str, headers: dict[str, str] | None = None, *, voice: str = "slt") -> str:
     """The whole flow for ``voice`` (a flite speaker): the new consent's id."""
-    issued = challenge(url, headers)
-    made = record(url, issued["id"], spoken(issued["phrase"], voice), headers)
+    for _ in range(CONSENT_ATTEMPTS):
+        issued = challenge(url, headers)
+        made = record(url, issued["id"], spoken(issued["phrase"], voice), headers)
+        misheard = made.status_code == 422 and made.json()["error"]["code"] == "phrase_mismatch"
+        if not misheard:
+            break
     assert made.status_code == 201, made.text
     return str(made.json()["id"])
 
