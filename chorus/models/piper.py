@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # pyworld loads with the first cloned voice, not with every s
 # Phonemes of a request's first segment (≈ 3 s of speech) and of any later one (≈ 10 s).
 FIRST_SEGMENT_PHONEMES = 48
 MAX_SEGMENT_PHONEMES = 160
-DEFAULT_FIRST_EMIT_FRAMES = 48  # ≈ 0.56 s of audio: covers the wait for the second window under load
+DEFAULT_FIRST_EMIT_FRAMES = 64  # ≈ 0.74 s of audio: covers the wait for the second window through a 0.45 s stall
 DEFAULT_EMIT_EVERY_FRAMES = 86  # ≈ 1 s; later windows double up to MAX_WINDOW_FACTOR times this
 MAX_WINDOW_FACTOR = 3
 WORD_PHONEME_CACHE = 20_000  # words whose phonemes-alone are kept for word timestamps
