@@ -15,11 +15,10 @@ fits the audio at all, pocketsphinx returns no hypothesis: that is a mismatch to
 
 from __future__ import annotations
 
-import math
 import random
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,37 +256,29 @@ def _edits(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     return row[-1]
 
 
-def apart(word: Pronunciations, other: Pronunciations, fraction: float) -> bool:
-    """Whether every pronunciation of ``other`` differs from every one of ``word`` in at least ``fraction`` of
-    the longer one's phones (substitutions, insertions and deletions)."""
-    return all(_edits(a, b) >= math.ceil(fraction * max(len(a), len(b))) for a in word for b in other)
+def apart_share(word: Pronunciations, other: Pronunciations) -> float:
+    """The least share of phones in which a pronunciation of ``other`` differs from one of ``word`` (edits over
+    the longer of the two; 1.0 when either has none): 0.4 for pocket (P AA K AH T) and bucket (B AH K AH T)."""
+    return min((_edits(a, b) / max(len(a), len(b)) for a in word for b in other), default=1.0)
 
 
-def _closeness(word: Pronunciations, other: Pronunciations) -> float:
-    """The largest share of phones two of their pronunciations have in common (1 - edits / longer; 0: none)."""
-    return max((1 - _edits(a, b) / max(len(a), len(b)) for a in word for b in other), default=0.0)
+Ranked = Callable[[str], Sequence[tuple[float, str]]]
 
 
-def grammar(
-    phrase: str,
-    pronounce: Callable[[str], Pronunciations],
-    *,
-    seed: int = 0,
-    distractor_apart: float = DISTRACTOR_APART,
-) -> str:
+def grammar(phrase: str, ranked: Ranked, *, seed: int = 0, distractor_apart: float = DISTRACTOR_APART) -> str:
     """The JSGF grammar a recording of ``phrase`` is decoded with: at each position the expected word or one of
     ``DISTRACTORS_PER_WORD`` others, chosen from the list by ``seed``, never another word of the phrase and never
-    one that sounds close to the expected word (``apart`` by ``distractor_apart`` of its phones, 0 allowing
-    any; ``pronounce`` gives a word's pronunciations in the recogniser's dictionary)."""
+    one that sounds close to the expected word (``apart_share`` under ``distractor_apart``; 0 allows any).
+    ``ranked(word)``: every other listed word with its ``apart_share`` from ``word``, farthest first. When too
+    few are apart (a long transcript of the list's own words, in the dataset check), the farthest ones serve."""
     expected = phrase.split()
     rng = random.Random(seed)
     slots = []
-    candidates = [w for w in WORDS if w not in expected]
     for word in expected:
-        said = pronounce(word)
-        others = [w for w in candidates if apart(said, pronounce(w), distractor_apart)]
-        if len(others) < DISTRACTORS_PER_WORD:  # a long transcript of the list's own words: the farthest ones
-            others = sorted(candidates, key=lambda w: -_closeness(said, pronounce(w)))[:DISTRACTORS_PER_WORD]
+        candidates = [(share, w) for share, w in ranked(word) if w not in expected]
+        others = [w for share, w in candidates if share >= distractor_apart]
+        if len(others) < DISTRACTORS_PER_WORD:
+            others = [w for _, w in candidates[:DISTRACTORS_PER_WORD]]
         choices = [word, *rng.sample(others, DISTRACTORS_PER_WORD)]
         slots.append("( " + " | ".join(choices) + " )")
     return "#JSGF V1.0;\ngrammar consent;\npublic <phrase> = " + " ".join(slots) + " ;\n"
@@ -308,6 +299,7 @@ class PhraseChecker:
         self._decoder: Any = None
         self._lock = threading.Lock()
         self._pronunciations: dict[str, Pronunciations] = {}
+        self._rankings: dict[str, tuple[tuple[float, str], ...]] = {}
         self.distractor_apart = distractor_apart
 
     def check(self, audio: np.ndarray, sample_rate: int, phrase: str, *, seed: int = 0) -> PhraseCheck:
@@ -340,7 +332,19 @@ class PhraseChecker:
             self._load()
 
     def _grammar(self, phrase: str, seed: int) -> str:
-        return grammar(phrase, self._pronounce, seed=seed, distractor_apart=self.distractor_apart)
+        return grammar(phrase, self._ranked, seed=seed, distractor_apart=self.distractor_apart)
+
+    def _ranked(self, word: str) -> tuple[tuple[float, str], ...]:
+        """Every other listed word with its ``apart_share`` from ``word``, farthest first (ties in list order);
+        caller holds the lock."""
+        known = self._rankings.get(word)
+        if known is None:
+            said = self._pronounce(word)
+            shares = [(apart_share(said, self._pronounce(w)), w) for w in WORDS if w != word]
+            known = self._rankings[word] = tuple(sorted(shares, key=lambda pair: -pair[0]))
+            if len(self._rankings) > MAX_REMEMBERED_WORDS:  # transcripts bring any words
+                self._rankings.clear()
+        return known
 
     def _pronounce(self, word: str) -> Pronunciations:
         """Every pronunciation of ``word`` in the decoder's dictionary (``word``, ``word(2)``, …); caller holds
