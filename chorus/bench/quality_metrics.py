@@ -23,6 +23,8 @@ import numpy as np
 import pyworld
 import soxr
 
+from chorus.consent.phrases import edit_distance
+
 ANALYSIS_RATE = 16_000
 FRAME_PERIOD_MS = 5.0
 MCEP_ORDER = 24  # c1..c24 enter the distance
@@ -136,12 +138,7 @@ def normalise_words(text: str) -> list[str]:
 
 def word_errors(reference: list[str], hypothesis: list[str]) -> int:
     """Levenshtein distance in words (substitutions + deletions + insertions)."""
-    row = list(range(len(hypothesis) + 1))
-    for i, ref_word in enumerate(reference, 1):
-        diagonal, row[0] = row[0], i
-        for j, hyp_word in enumerate(hypothesis, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (ref_word != hyp_word))
-    return row[-1]
+    return edit_distance(reference, hypothesis)
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:

@@ -246,8 +246,8 @@ def new_phrase(words: int = PHRASE_WORDS, *, rng: random.Random | None = None) -
 Pronunciations = tuple[tuple[str, ...], ...]
 
 
-def _edits(a: tuple[str, ...], b: tuple[str, ...]) -> int:
-    """Levenshtein distance between two phone strings."""
+def edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
+    """Levenshtein distance between two sequences (phones here; words for the quality gate's WER)."""
     row = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):
         diagonal, row[0] = row[0], i
@@ -259,7 +259,7 @@ def _edits(a: tuple[str, ...], b: tuple[str, ...]) -> int:
 def apart_share(word: Pronunciations, other: Pronunciations) -> float:
     """The least share of phones in which a pronunciation of ``other`` differs from one of ``word`` (edits over
     the longer of the two; 1.0 when either has none): 0.4 for pocket (P AA K AH T) and bucket (B AH K AH T)."""
-    return min((_edits(a, b) / max(len(a), len(b)) for a in word for b in other), default=1.0)
+    return min((edit_distance(a, b) / max(len(a), len(b)) for a in word for b in other), default=1.0)
 
 
 Ranked = Callable[[str], Sequence[tuple[float, str]]]
