@@ -34,17 +34,17 @@ def run(args: argparse.Namespace, targets: tuple[Speaker, ...]) -> int:
     checkers = {name: PhraseChecker(distractor_apart=apart) for name, apart in GRAMMARS.items()}
     rows: list[dict[str, Any]] = []
     for speaker in targets:
-        counts = {name: {"misheard": 0, "false_accepts": 0} for name in GRAMMARS}
         misheard: dict[str, list[list[str]]] = {name: [] for name in GRAMMARS}
+        accepted = dict.fromkeys(GRAMMARS, 0)
         for _ in range(args.phrase_errors):
             phrase, other = new_phrase(rng=rng), new_phrase(rng=rng)
             audio, rate = synthesize_target(speaker, phrase)
             for name, checker in checkers.items():
                 heard = checker.check(audio, rate, phrase)
                 if not heard.matches:
-                    counts[name]["misheard"] += 1
                     misheard[name].append([phrase, heard.heard])
-                counts[name]["false_accepts"] += checker.check(audio, rate, other).matches
+                accepted[name] += checker.check(audio, rate, other).matches
+        counts = {name: {"misheard": len(misheard[name]), "false_accepts": accepted[name]} for name in GRAMMARS}
         rows.append({"speaker": speaker.name, "readings": args.phrase_errors, "counts": counts, "misheard": misheard})
         print(speaker.name, json.dumps(counts), flush=True)
     result = {
