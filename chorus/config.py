@@ -82,6 +82,10 @@ class WorkerConfig(_Section):
     # it has sent (after 2 s of audio, 0.5 s ahead). Admission plans it, so a machine that slows for a moment (a
     # VM's noisy neighbour) eats into every stream's lead instead of making it run dry. 0 = just in time.
     lead_ms: float = Field(default=500.0, ge=0, le=10_000)
+    # CPU (Linux): windows of streams already playing run on threads this much nicer than the rest while no other
+    # process keeps the machine busy, so a newcomer's first window (and a stream about to run dry) gets a core before
+    # them instead of time-sharing it (chorus.engine.pipeline). 0 = every live window at the same priority.
+    playing_nice: int = Field(default=10, ge=0, le=19)
     # Admission control on CPU: streams generating at once are held to max_load x the real-time capacity
     # of the workers (measured online); newcomers beyond it wait in the queue instead of making every
     # running stream stutter. 0 = off (only max_slots applies). 0.95: 5 % of the cores are left for what the

@@ -22,6 +22,7 @@ def engine_config(settings: Settings, backend: Backend, *, output_hold_s: float 
         first_audio_target_s=worker.first_audio_target_ms / 1000.0,
         delivery_margin_s=worker.delivery_margin_ms / 1000.0 + output_hold_s,
         lead_s=worker.lead_ms / 1000.0,
+        playing_nice=worker.playing_nice,
         max_load=worker.max_load or None,
         max_queue_wait_s=settings.server.max_queue_wait_s,
         stall_timeout_s=worker.stall_timeout_s or None,

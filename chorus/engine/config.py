@@ -21,6 +21,9 @@ class EngineConfig:
     # CPU backends: a playing stream is kept up to this far ahead of its client besides (chorus.engine.request.Lead),
     # a cushion against a machine that slows for a moment.
     lead_s: float = 0.0
+    # CPU backends, pipelined: nice value of the lanes' threads that advance streams already playing, while the
+    # machine is otherwise quiet (chorus.engine.pipeline). 0 = the same priority as every other thread.
+    playing_nice: int = 0
     # Admission control on CPU backends (chorus.engine.admission): the share of the workers' compute that
     # running streams may plan on (None = off, only max_slots applies).
     max_load: float | None = 1.0

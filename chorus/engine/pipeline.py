@@ -11,6 +11,14 @@ machine busy (admission's reading), one extra lane takes both, and admission sto
 A stream becomes urgent with time alone (no request arrives, no worker finishes): while a lane that would take it
 is free, the engine thread sleeps only until the first playing stream is due to become urgent.
 
+Those extra threads time-share the cores with the regular lanes, so at equal priority a newcomer's first window got
+about two thirds of a core and took ~1.6x its CPU time in wall time. A playing stream has audio in hand and a
+newcomer none, so while the machine is otherwise quiet, windows of streams with at least ``LOWERED_SLACK_S`` to
+spare run on threads of their own whose nice value is raised by ``worker.playing_nice``: the kernel gives a core to
+a first window (and to the extra lanes' rescued streams, which run at normal priority) before them. No core idles
+for it, so throughput and admission's plan are unchanged. While other processes keep the machine busy, every live
+window runs at normal priority: lowered threads would then also yield to those processes.
+
 Background requests (batch jobs' items: nobody listens while they are made) never take those lanes. They run on
 lanes of their own, as many as the regular ones, whose threads the kernel schedules only on CPU nothing else
 wants (``SCHED_IDLE``; nice 19 where that is refused): a running job then takes nothing from a live stream's
@@ -24,6 +32,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +46,9 @@ if TYPE_CHECKING:
 
 # The extra lanes take newcomers, and streams that must start within this long to reach their client in time.
 URGENT_WITHIN_S = 0.15
+# A playing stream's window runs on a lowered thread only with at least this long to spare: a first window beside it
+# (~0.1-0.15 s) may take most of its core meanwhile. With less, and always for a first window, normal priority.
+LOWERED_SLACK_S = 0.3
 Lane = Literal["regular", "newcomer", "rescue", "urgent", "background"]
 # The extra lanes and whom each takes: requests with no audio yet (True), streams already playing (False).
 URGENT_LANES: tuple[tuple[Lane, bool | None], ...] = (("newcomer", True), ("rescue", False))
@@ -58,10 +71,15 @@ def run_pipelined(engine: Engine) -> None:
         future.add_done_callback(lambda _: engine.wake())
         in_flight[future] = (batch, lane)
 
+    nice = engine.config.playing_nice
     with (
         ThreadPoolExecutor(lanes + 2, thread_name_prefix="chorus-lane") as pool,
+        ThreadPoolExecutor(
+            lanes, thread_name_prefix="chorus-playing", initializer=lower_priority, initargs=(nice,)
+        ) as lowered,
         ThreadPoolExecutor(lanes, thread_name_prefix="chorus-background", initializer=idle_priority) as background,
     ):
+        playing = lowered if nice else pool
         while True:
             for future in [f for f in in_flight if f.done()]:
                 batch, _ = in_flight.pop(future)
@@ -74,12 +92,14 @@ def run_pipelined(engine: Engine) -> None:
                 busy_background += 1
             busy = lanes_of(in_flight.values())
             busy_regular = busy.count("regular")
+            quiet = engine.admission is None or engine.admission.quiet()
             while busy_regular < lanes and (batch := engine.scheduler.pick(budget, background=False)):
-                dispatch(pool, batch, "regular")
+                # Streams with audio in hand on the lowered threads while the machine is otherwise quiet (above).
+                lowers = quiet and engine.scheduler.slack_s(batch) >= LOWERED_SLACK_S
+                dispatch(playing if lowers else pool, batch, "regular")
                 busy_regular += 1
             wake_at = None
             if busy_regular >= lanes:
-                quiet = engine.admission is None or engine.admission.quiet()
                 for lane, newcomers in URGENT_LANES if quiet else BUSY_URGENT_LANES:
                     if lane in busy or (not quiet and len(busy) > busy_regular):
                         continue
@@ -115,6 +135,18 @@ def idle_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, 0, 19)  # Linux: 0 is the calling thread
     except (AttributeError, OSError) as e:
         log.warning("background lanes run at normal priority: %r", e)
+
+
+def lower_priority(by: int) -> None:
+    """Raise the calling thread's nice value by ``by`` (at most to 19), on Linux, where nice is per thread; a
+    no-op elsewhere (there it would lower the whole process)."""
+    if by <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + by, 19))
+    except OSError as e:
+        log.warning("playing streams' lanes run at normal priority: %r", e)
 
 
 def rescue_lane_free(busy: list[Lane], quiet: bool) -> bool:

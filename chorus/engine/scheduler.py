@@ -135,6 +135,14 @@ class Scheduler:
         starts = self._latest_starts(playing, self._costs(playing), lead=False)
         return min(starts.values()) - urgent_within_s if starts else None
 
+    def slack_s(self, batch: list[Request]) -> float:
+        """Seconds the most pressed request of ``batch`` has to spare: how much later than now its next step could
+        still start and be done before its client runs dry (less the delivery margin; the lead not counted). A
+        request with no audio yet has none (0.0)."""
+        if not batch or any(r.first_audio_time is None for r in batch):
+            return 0.0
+        return min(self._latest_starts(batch, self._costs(batch), lead=False).values()) - time.monotonic()
+
     def _ready(self, background: bool | None = None) -> list[Request]:
         """Running requests a worker may step now (not finished, not in flight); ``background`` as in ``pick``."""
         return [

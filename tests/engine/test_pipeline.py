@@ -107,14 +107,20 @@ def test_a_stream_that_becomes_urgent_while_every_worker_is_busy_is_rescued_in_t
 
 @dataclass
 class LaneRecordingBackend(SlowTextBackend):
-    """Notes, for every slot it steps, the thread that stepped it and that thread's scheduling policy."""
+    """Notes, for every slot it steps, the thread that stepped it, that thread's scheduling policy and nice value,
+    and which of the slot's steps it was."""
 
     lanes: list[tuple[str, str, int]] = field(default_factory=list)  # (request text, thread name, policy)
+    nices: list[tuple[str, int, int]] = field(default_factory=list)  # (request text, its step's index, nice)
 
     def step(self, slots: Sequence[SlotState]) -> list[StepOutput]:
         policy = os.sched_getscheduler(0)
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         name = threading.current_thread().name
-        self.lanes.extend((s.text, name, policy) for s in slots if isinstance(s, FakeSlot))
+        for s in slots:
+            if isinstance(s, FakeSlot):
+                self.lanes.append((s.text, name, policy))
+                self.nices.append((s.text, s.cursor, nice))
         return super().step(slots)
 
 
@@ -153,3 +159,26 @@ def test_idle_priority_lowers_only_the_calling_thread() -> None:
     thread.join()
     assert seen == [os.SCHED_IDLE]
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this thread (and the process) untouched
+
+
+def test_playing_streams_with_audio_in_hand_run_on_lowered_threads_and_first_windows_at_normal_priority() -> None:
+    # A newcomer's first window competes for a core only with playing streams, which have audio in hand: with
+    # playing_nice, the kernel gives the core to the first window. A fake frame is 0.1 s of audio and steps take
+    # microseconds, so a stream's k-th step has ~k/10 s to spare: below LOWERED_SLACK_S (0.3) it runs at normal
+    # priority too. Without playing_nice, every live window runs alike.
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    words = WORDS.split()
+    for playing_nice, ahead in ((5, min(base + 5, 19)), (0, base)):
+        backend = LaneRecordingBackend(is_compute_bound=True, num_workers=2)
+        engine = make_engine(backend, max_slots=4, step_budget_s=0.001, max_load=None, playing_nice=playing_nice)
+        engine.start()
+        texts = [" ".join(words[i:] + words[:i]) for i in range(3)]
+        sinks = [submit(engine, text, f"r{i}")[1] for i, text in enumerate(texts)]
+        wait_final(sinks)
+        engine.shutdown()
+        for text, sink in zip(texts, sinks, strict=True):
+            np.testing.assert_array_equal(sink.audio(), expected_audio(text))
+        pressed = {nice for _, step, nice in backend.nices if step <= 2}  # first windows; < 0.3 s in hand
+        well_ahead = {nice for _, step, nice in backend.nices if step >= 8}  # ~0.8 s in hand
+        assert pressed == {base} and well_ahead == {ahead}, (playing_nice, backend.nices)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # this thread untouched

@@ -136,3 +136,20 @@ def test_a_playing_stream_is_kept_its_lead_ahead_but_is_urgent_only_when_about_t
     newcomer = _running(scheduler, "newcomer", first_audio_ago=None, sent_s=0.0)
     scheduler.admit()
     assert newcomer.deadline(1000, 0.25, lead=lead) == newcomer.deadline(1000, 0.25)
+
+
+def test_slack_is_the_most_pressed_requests_time_to_spare_without_the_lead() -> None:
+    lead = Lead(max_s=0.5, rate=0.25)
+    config = SchedulerConfig(max_slots=8, step_budget_s=0.01, delivery_margin_s=0.1, lead=lead)
+    scheduler = Scheduler(config, cost=lambda _: 0.05, sample_rate=1000)
+    # dry in 2 s, less the 0.1 s margin and its 0.05 s step (its 0.5 s lead is not counted): 1.85 s to spare
+    ahead = _running(scheduler, "ahead", first_audio_ago=2.0, sent_s=4.0)
+    # dry in 0.3 s: 0.15 s to spare
+    pressed = _running(scheduler, "pressed", first_audio_ago=1.0, sent_s=1.3)
+    newcomer = _running(scheduler, "newcomer", first_audio_ago=None, sent_s=0.0)
+    scheduler.admit()
+    assert abs(scheduler.slack_s([ahead]) - 1.85) < 0.01
+    assert abs(scheduler.slack_s([pressed]) - 0.15) < 0.01
+    assert abs(scheduler.slack_s([ahead, pressed]) - 0.15) < 0.01  # a batch: its most pressed member
+    assert scheduler.slack_s([newcomer]) == 0.0 and scheduler.slack_s([ahead, newcomer]) == 0.0  # no audio yet
+    assert scheduler.slack_s([]) == 0.0
