@@ -139,8 +139,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
 
-    def cell(t: tuple[float, float, float], pct: bool) -> str:
-        return "{:.1%} ({:.1%}-{:.1%})".format(*t) if pct else "{:.4f} ({:.4f}-{:.4f})".format(*t)
+    def cell(t: tuple[float, float, float], pct: bool) -> str:  # t: (min, median, max)
+        low, mid, high = t
+        return f"{mid:.1%} ({low:.1%}-{high:.1%})" if pct else f"{mid:.4f} ({low:.4f}-{high:.4f})"
 
     lines = [
         f"### The Piper voice's CPU, no server (`{commit}`, {result['date']}, {usable_cores()} cores; "
