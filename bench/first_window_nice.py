@@ -13,15 +13,13 @@ core takes its CPU time in wall time; time-shared with a playing thread at equal
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import threading
 import time
 from pathlib import Path
 
+from chorus.bench.load import run_record, write_result
 from chorus.bench.workloads import percentile
 from chorus.engine.pipeline import lower_priority
 from chorus.models.base import SpeechInput, usable_cores
@@ -104,19 +102,13 @@ def main() -> None:
         last = blocks[-1]
         print(f"block {b}: nice +{nice}: wall p50 {last['wall_p50_s']:.3f} s, cpu p50 {last['cpu_p50_s']:.3f} s")
     table = {k: summary(v) for k, v in samples.items()}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "cpu": platform.processor() or platform.machine(),
-        "cores": usable_cores(),
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "by_nice": {str(k): v for k, v in table.items()},
-        "blocks": blocks,
-        "samples": {str(k): v for k, v in samples.items()},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    result = run_record(
+        args,
+        by_nice={str(k): v for k, v in table.items()},
+        blocks=blocks,
+        samples={str(k): v for k, v in samples.items()},
+    )
+    commit = result["commit"]
     lines = [
         f"### A first window beside {usable_cores()} busy playing threads (`{commit}`, {result['date']})",
         "",
@@ -128,8 +120,7 @@ def main() -> None:
             f"| nice +{k} | {t['n']} | {t['wall_p50_s']:.3f} | {t['wall_p90_s']:.3f} | {t['wall_max_s']:.3f} "
             f"| {t['cpu_p50_s']:.3f} | {t['wall_over_cpu_p50']:.2f} |"
         )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, result, lines)
     import matplotlib
 
     matplotlib.use("Agg")

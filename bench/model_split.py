@@ -14,11 +14,8 @@ each other; the inverse of the cost is the most audio a core can make before any
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from chorus.bench.corpus import text_for
+from chorus.bench.load import run_record, write_result
 from chorus.models.base import SpeechInput, usable_cores
 from chorus.models.piper import PiperBackend
 
@@ -122,22 +120,14 @@ def main() -> None:
                 f"repeat {r + 1}: {k} thread(s): {got['core_s_per_audio_s']:.4f} core-s per audio-s, decoder "
                 f"{got['decode_share']:.0%}, context +{got['decoder_context_overhead']:.1%}"
             )
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     table = {
         k: {key: (min(v), statistics.median(v), max(v)) for key in rows[0] for v in [[row[key] for row in rows]]}
         for k, rows in runs.items()
     }
-    result = {
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "cpu": platform.processor() or platform.machine(),
-        "cores": usable_cores(),
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "by_threads": {str(k): v for k, v in table.items()},
-        "runs": {str(k): v for k, v in runs.items()},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    result = run_record(
+        args, by_threads={str(k): v for k, v in table.items()}, runs={str(k): v for k, v in runs.items()}
+    )
+    commit = result["commit"]
 
     def cell(t: tuple[float, float, float], pct: bool) -> str:  # t: (min, median, max)
         low, mid, high = t
@@ -156,8 +146,7 @@ def main() -> None:
             f"| {cell(t['encode_share'], True)} | {cell(t['run_flow_share'], True)} | {cell(t['other_share'], True)} "
             f"| +{cell(t['decoder_context_overhead'], True)} |"
         )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, result, lines)
     import matplotlib
 
     matplotlib.use("Agg")

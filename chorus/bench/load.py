@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # One process that spins for ever: a core kept busy, as another tenant of the machine would.
 SPIN = "while True:\n    pass\n"
@@ -61,3 +65,25 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     if "avx512f" in fields.get("flags", "").split():
         name += ", AVX-512"
     return name
+
+
+def run_record(args: argparse.Namespace, **body: Any) -> dict[str, Any]:
+    """A bench script's result: where and how it ran (commit, date, CPU, cores, its arguments), then ``body``."""
+    from chorus.models.base import usable_cores
+
+    return {
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        **body,
+    }
+
+
+def write_result(out: Path, record: dict[str, Any], markdown: list[str]) -> None:
+    """``record`` to ``out``.json and ``markdown`` (lines) to ``out``.md, which is also printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    out.with_suffix(".md").write_text("\n".join(markdown) + "\n")
+    print("\n".join(markdown))
