@@ -36,7 +36,10 @@ from tests.fakes import FakePlannerBackend
 def test_jobs_of_a_running_stream_are_due_as_its_audio_runs_out() -> None:
     plan = StreamPlan((Window(1.0, 0.1), Window(2.0, 0.2), Window(3.0, 0.3)), next_due=12.0)
     jobs = jobs_of(plan, 10.0, 0.25, Budget(capacity=1.0))
-    assert [j[:3] for j in jobs] == pytest.approx([(12.0, 0.1, 0.1), (13.0, 0.2, 0.2), (15.0, 0.3, 0.3)])
+    expected = [(12.0, 0.1, 0.1), (13.0, 0.2, 0.2), (15.0, 0.3, 0.3)]
+    assert len(jobs) == len(expected)
+    for job, want in zip(jobs, expected, strict=True):  # approx takes no nested sequences (pytest >= 9.1)
+        assert job[:3] == pytest.approx(want)
     assert not any(j[3] for j in jobs)
 
 
