@@ -5,7 +5,7 @@
 Each of ``--threads`` threads (one ``PiperBackend``, one ONNX thread per call, as the engine's lanes run it) speaks
 ``--texts`` ten-second corpus texts (``chorus.bench.corpus.text_for``) one after another, window by window, and
 times its own CPU (``time.thread_time``) in each part. Thread counts are interleaved over ``--repeats``; the table
-gives min / median / max over repeats. Two threads on two cores costing what one does means the cores do not slow
+gives median (min-max) over repeats. Two threads on two cores costing what one does means the cores do not slow
 each other; the inverse of the cost is the most audio a core can make before any serving.
 
     python bench/model_split.py --threads 1,2 --repeats 3 --out bench/results/model-split
@@ -24,6 +24,7 @@ from typing import Any
 
 from chorus.bench.corpus import text_for
 from chorus.bench.load import run_record, write_result
+from chorus.bench.report import fmt_stat, stat
 from chorus.models.base import SpeechInput, usable_cores
 from chorus.models.piper import PiperBackend
 
@@ -120,18 +121,13 @@ def main() -> None:
                 f"repeat {r + 1}: {k} thread(s): {got['core_s_per_audio_s']:.4f} core-s per audio-s, decoder "
                 f"{got['decode_share']:.0%}, context +{got['decoder_context_overhead']:.1%}"
             )
-    table = {
-        k: {key: (min(v), statistics.median(v), max(v)) for key in rows[0] for v in [[row[key] for row in rows]]}
-        for k, rows in runs.items()
-    }
+    table = {k: {key: stat([row[key] for row in rows]) for key in rows[0]} for k, rows in runs.items()}
     result = run_record(
-        args, by_threads={str(k): v for k, v in table.items()}, runs={str(k): v for k, v in runs.items()}
+        args,
+        by_threads={str(k): {key: s.to_json() for key, s in t.items()} for k, t in table.items()},
+        runs={str(k): v for k, v in runs.items()},
     )
     commit = result["commit"]
-
-    def cell(t: tuple[float, float, float], pct: bool) -> str:  # t: (min, median, max)
-        low, mid, high = t
-        return f"{mid:.1%} ({low:.1%}-{high:.1%})" if pct else f"{mid:.4f} ({low:.4f}-{high:.4f})"
 
     lines = [
         f"### The Piper voice's CPU, no server (`{commit}`, {result['date']}, {usable_cores()} cores; "
@@ -142,9 +138,9 @@ def main() -> None:
     ]
     for k, t in table.items():
         lines.append(
-            f"| {k} | {cell(t['core_s_per_audio_s'], False)} | {cell(t['decode_share'], True)} "
-            f"| {cell(t['encode_share'], True)} | {cell(t['run_flow_share'], True)} | {cell(t['other_share'], True)} "
-            f"| +{cell(t['decoder_context_overhead'], True)} |"
+            f"| {k} | {fmt_stat(t['core_s_per_audio_s'], '.4f')} | {fmt_stat(t['decode_share'], '.1%')} "
+            f"| {fmt_stat(t['encode_share'], '.1%')} | {fmt_stat(t['run_flow_share'], '.1%')} "
+            f"| {fmt_stat(t['other_share'], '.1%')} | +{fmt_stat(t['decoder_context_overhead'], '.1%')} |"
         )
     write_result(args.out, result, lines)
     import matplotlib
@@ -155,7 +151,9 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bottom = [0.0] * len(counts)
     for key, label in [("decode", "decoder"), ("encode", "encoder"), ("run_flow", "flow"), ("other", "other")]:
-        heights = [table[k][f"{key}_share"][1] * table[k]["core_s_per_audio_s"][1] for k in counts]
+        heights = [
+            (table[k][f"{key}_share"].median or 0.0) * (table[k]["core_s_per_audio_s"].median or 0.0) for k in counts
+        ]
         ax.bar([str(k) for k in counts], heights, bottom=bottom, label=label)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     ax.set_xlabel("threads at once")

@@ -38,7 +38,7 @@ def test_jobs_of_a_running_stream_are_due_as_its_audio_runs_out() -> None:
     jobs = jobs_of(plan, 10.0, 0.25, Budget(capacity=1.0))
     expected = [(12.0, 0.1, 0.1), (13.0, 0.2, 0.2), (15.0, 0.3, 0.3)]
     assert len(jobs) == len(expected)
-    for job, want in zip(jobs, expected, strict=True):  # approx takes no nested sequences (pytest >= 9.1)
+    for job, want in zip(jobs, expected, strict=True):  # pytest 9.2's approx refuses nested sequences
         assert job[:3] == pytest.approx(want)
     assert not any(j[3] for j in jobs)
 
